@@ -1,0 +1,83 @@
+"""``python -m training``: train, evaluate, export and publish EMNIST models.
+
+A run folder (``--run``) carries a model from one step to the next; ``run`` chains them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE
+
+DEFAULT_DATA = "../shared/emnist"
+
+EXAMPLES = """\
+examples:
+  python -m training run --data ../shared/emnist --run runs/bn_cnn --publish models
+  python -m training train --arch seed --run runs/seed        # the reference recipe
+  python -m training evaluate --run runs/seed                 # card.md + plots in the run folder
+  python -m training export --run runs/seed                   # model.tflite (+ parity check)
+  python -m training publish --run runs/seed --to s3://my-bucket/models
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", type=Path, required=True, help="run folder: checkpoints, history, card, exports")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="EMNIST folder or s3://bucket/prefix (default: %(default)s)")
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE, help="architecture (default: %(default)s)"
+    )
+    parser.add_argument("--epochs", type=int, help="override the architecture's recipe")
+    parser.add_argument("--seed", type=int, default=1234, help="random seed for split, init and shuffling")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="stratified validation share")
+    parser.add_argument("--limit", type=int, help="use only the first N images (smoke runs)")
+
+
+def _add_publish(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--to" if required else "--publish",
+        dest="to",
+        required=required,
+        help="models root: a folder (e.g. models) or s3://bucket/models; a version is never overwritten",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one architecture (resumes an interrupted run)")
+    _add_common(train)
+    _add_train(train)
+    evaluate = sub.add_parser("evaluate", help="score the best checkpoint on the validation split; write card.md + plots")
+    _add_common(evaluate)
+    export = sub.add_parser("export", help="write model.tflite and model.keras; fail if LiteRT disagrees with Keras")
+    _add_common(export)
+    publish = sub.add_parser("publish", help="upload an exported run as a write-once model version")
+    publish.add_argument("--run", type=Path, required=True)
+    _add_publish(publish, required=True)
+    run = sub.add_parser("run", help="train, evaluate, export and (with --publish) publish in one go")
+    _add_common(run)
+    _add_train(run)
+    _add_publish(run, required=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from training import pipeline  # heavy imports (TensorFlow) only after --help
+
+    return pipeline.dispatch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
