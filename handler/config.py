@@ -1,0 +1,99 @@
+"""Service settings: read from the environment once, validated at cold start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_POINTER = "DEFAULT"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or unsafe; the message names the variable."""
+
+
+def bundled_model_uri(models_dir: Path = BUNDLED_MODELS) -> str:
+    """The version named in ``models/DEFAULT``: what runs when MODEL_URI is not set."""
+    pointer = models_dir / DEFAULT_POINTER
+    if not pointer.exists():
+        raise ConfigError(f"MODEL_URI is not set and there is no bundled model ({pointer} is missing)")
+    return str(models_dir / pointer.read_text().strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str = ""
+    input_prefix: str = "input/"
+    output_prefix: str = "output/"
+    error_prefix: str = "errors/"
+    models_prefix: str = "models/"
+    runs_prefix: str = "runs/"
+    model_uri: str = ""
+    model_cache_dir: Path = Path("/tmp/models")
+    max_object_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    top_k: int = 5
+    concurrency: int = 16
+
+    def __post_init__(self) -> None:
+        prefixes = {
+            "INPUT_PREFIX": self.input_prefix,
+            "OUTPUT_PREFIX": self.output_prefix,
+            "ERROR_PREFIX": self.error_prefix,
+            "MODELS_PREFIX": self.models_prefix,
+            "RUNS_PREFIX": self.runs_prefix,
+        }
+        for name, value in prefixes.items():
+            if not value.endswith("/") or value.startswith("/") or value == "/":
+                raise ConfigError(f"{name}={value!r}: a prefix is a folder such as 'input/' (no leading '/')")
+        for name, value in prefixes.items():
+            for other, other_value in prefixes.items():
+                if name != other and value.startswith(other_value):
+                    raise ConfigError(
+                        f"{name}={value!r} lies inside {other}={other_value!r}: prefixes must be disjoint,"
+                        " or the function would trigger on its own writes"
+                    )
+        for name, number in (
+            ("MAX_OBJECT_BYTES", self.max_object_bytes),
+            ("MAX_PIXELS", self.max_pixels),
+            ("TOP_K", self.top_k),
+            ("CONCURRENCY", self.concurrency),
+        ):
+            if number < 1:
+                raise ConfigError(f"{name}={number}: must be a positive integer")
+        if self.model_uri and not self.model_uri.startswith("s3://") and not Path(self.model_uri).is_dir():
+            raise ConfigError(f"MODEL_URI={self.model_uri!r}: neither s3://... nor an existing folder")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def integer(name: str, default: int) -> int:
+            raw = env.get(name, "")
+            try:
+                return int(raw) if raw else default
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+
+        defaults = cls.__dataclass_fields__
+        return cls(
+            bucket=env.get("BUCKET", ""),
+            input_prefix=env.get("INPUT_PREFIX", defaults["input_prefix"].default),
+            output_prefix=env.get("OUTPUT_PREFIX", defaults["output_prefix"].default),
+            error_prefix=env.get("ERROR_PREFIX", defaults["error_prefix"].default),
+            models_prefix=env.get("MODELS_PREFIX", defaults["models_prefix"].default),
+            runs_prefix=env.get("RUNS_PREFIX", defaults["runs_prefix"].default),
+            model_uri=env.get("MODEL_URI", ""),
+            model_cache_dir=Path(env.get("MODEL_CACHE_DIR", "/tmp/models")),
+            max_object_bytes=integer("MAX_OBJECT_BYTES", defaults["max_object_bytes"].default),
+            max_pixels=integer("MAX_PIXELS", defaults["max_pixels"].default),
+            top_k=integer("TOP_K", defaults["top_k"].default),
+            concurrency=integer("CONCURRENCY", defaults["concurrency"].default),
+        )
+
+    @property
+    def resolved_model_uri(self) -> str:
+        return self.model_uri or bundled_model_uri()

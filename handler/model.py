@@ -1,0 +1,202 @@
+"""The model artifact contract: a write-once version folder, its manifest, and batched prediction.
+
+Training writes versions with :func:`build_manifest`; the service reads them with :func:`load`.
+Every file is checked against the manifest's sha256 before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST_NAME = "manifest.json"
+RUNTIME_FILE = "model.tflite"
+FORMAT = 1
+INPUT_SPEC: dict[str, Any] = {
+    "height": 28,
+    "width": 28,
+    "channels": 1,
+    "dtype": "float32",
+    "scale": [0, 1],
+    "ink": "white-on-black",
+    "orientation": "upright",
+}
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ModelError(RuntimeError):
+    """The model version is missing, malformed or fails its checksums: an infrastructure fault."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: str
+    classes: str
+    files: dict[str, dict[str, Any]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    input: dict[str, Any] = field(default_factory=lambda: dict(INPUT_SPEC))
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        body = {
+            "format": self.format,
+            "version": self.version,
+            "classes": self.classes,
+            "input": self.input,
+            "files": self.files,
+            "metrics": self.metrics,
+            "training": self.training,
+            "created_at": self.created_at,
+        }
+        return json.dumps(body, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = MANIFEST_NAME) -> Manifest:
+        try:
+            raw = json.loads(text)
+            manifest = cls(
+                version=raw["version"],
+                classes=raw["classes"],
+                files=raw["files"],
+                metrics=raw.get("metrics", {}),
+                training=raw.get("training", {}),
+                created_at=raw.get("created_at", ""),
+                input=raw["input"],
+                format=raw["format"],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{source}: not a model manifest ({exc!r})") from exc
+        if manifest.format != FORMAT:
+            raise ModelError(f"{source}: manifest format {manifest.format}, this code reads format {FORMAT}")
+        if manifest.input != INPUT_SPEC:
+            raise ModelError(f"{source}: input spec {manifest.input} differs from the service's {INPUT_SPEC}")
+        if RUNTIME_FILE not in manifest.files:
+            raise ModelError(f"{source}: lists no {RUNTIME_FILE}")
+        if not VERSION_PATTERN.match(manifest.version):
+            raise ModelError(f"{source}: invalid version name {manifest.version!r}")
+        return manifest
+
+    @property
+    def runtime_sha256(self) -> str:
+        return str(self.files[RUNTIME_FILE]["sha256"])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(
+    folder: Path,
+    version: str,
+    classes: str,
+    *,
+    metrics: Mapping[str, Any],
+    training: Mapping[str, Any],
+) -> Manifest:
+    """Describe every file in ``folder`` (checksums, sizes) as one version."""
+    files = {
+        path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+    manifest = Manifest(
+        version=version,
+        classes=classes,
+        files=files,
+        metrics=dict(metrics),
+        training=dict(training),
+        created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    return Manifest.from_json(manifest.to_json(), source=f"{folder}/{MANIFEST_NAME}")
+
+
+def verify_file(path: Path, manifest: Manifest) -> None:
+    expected = manifest.files[path.name]
+    if not path.exists():
+        raise ModelError(f"{path}: missing (listed in the manifest of {manifest.version})")
+    actual = sha256_file(path)
+    if actual != expected["sha256"]:
+        raise ModelError(f"{path}: sha256 {actual} does not match the manifest's {expected['sha256']}")
+
+
+class Classifier:
+    """A verified model version, ready to predict; thread-safe, one interpreter per process."""
+
+    def __init__(self, manifest: Manifest, tflite_path: Path, num_threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.manifest = manifest
+        self._interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = 0
+        self._lock = threading.Lock()
+
+    @property
+    def classes(self) -> str:
+        return self.manifest.classes
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) float32 in [0, 1], white ink on black -> (n, classes) probabilities."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        batch = np.ascontiguousarray(images, dtype=np.float32).reshape(len(images), 28, 28, 1)
+        with self._lock:
+            if len(batch) != self._batch:
+                self._interpreter.resize_tensor_input(self._input, list(batch.shape))
+                self._interpreter.allocate_tensors()
+                self._batch = len(batch)
+            self._interpreter.set_tensor(self._input, batch)
+            self._interpreter.invoke()
+            return np.array(self._interpreter.get_tensor(self._output))
+
+
+Fetcher = Callable[[str, Path], None]
+"""Copies the object at an ``s3://`` URI to a local path (``handler.storage`` provides one)."""
+
+
+def resolve(uri: str, cache_dir: Path, fetch: Fetcher | None = None) -> tuple[Manifest, Path]:
+    """Find a version's manifest and runtime file locally, downloading from S3 into ``cache_dir``."""
+    if not uri.startswith("s3://"):
+        folder = Path(uri)
+        manifest_path = folder / MANIFEST_NAME
+        if not manifest_path.exists():
+            raise ModelError(f"{folder}: no {MANIFEST_NAME}; MODEL_URI must name one model version folder")
+        manifest = Manifest.from_json(manifest_path.read_bytes(), str(manifest_path))
+        tflite = folder / RUNTIME_FILE
+        verify_file(tflite, manifest)
+        return manifest, tflite
+    if fetch is None:
+        raise ModelError(f"{uri}: an S3 model needs a fetcher")
+    base = uri.rstrip("/")
+    local = cache_dir / hashlib.sha256(base.encode()).hexdigest()[:16]
+    local.mkdir(parents=True, exist_ok=True)
+    manifest_path = local / MANIFEST_NAME
+    fetch(f"{base}/{MANIFEST_NAME}", manifest_path)
+    manifest = Manifest.from_json(manifest_path.read_bytes(), f"{base}/{MANIFEST_NAME}")
+    tflite = local / RUNTIME_FILE
+    if not (tflite.exists() and sha256_file(tflite) == manifest.runtime_sha256):
+        fetch(f"{base}/{RUNTIME_FILE}", tflite)
+    verify_file(tflite, manifest)
+    return manifest, tflite
+
+
+def load(uri: str, cache_dir: Path, fetch: Fetcher | None = None, num_threads: int | None = None) -> Classifier:
+    """Load and verify one model version from a folder or ``s3://bucket/models/<version>/``."""
+    manifest, tflite = resolve(uri, cache_dir, fetch)
+    return Classifier(manifest, tflite, num_threads=num_threads)

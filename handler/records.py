@@ -1,0 +1,80 @@
+"""Result and error records (the service's output contract) and where each is written."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+RESULT_SCHEMA = "handwriting-ocr/result/1"
+ERROR_SCHEMA = "handwriting-ocr/error/1"
+RECORD_SUFFIX = ".json"
+
+
+class ErrorCode(StrEnum):
+    """What a user can act on: re-upload, convert, shrink, or check the page has writing."""
+
+    EMPTY = "Empty"
+    CORRUPT = "Corrupt"
+    UNSUPPORTED = "Unsupported"
+    TOO_LARGE = "TooLarge"
+    NO_INK = "NoInk"
+    NOT_FOUND = "NotFound"
+
+
+@dataclass(frozen=True)
+class Source:
+    bucket: str
+    key: str
+    etag: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: str
+    sha256: str
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def result_record(
+    source: Source, probabilities: np.ndarray, classes: str, model: ModelInfo, top_k: int = 5
+) -> dict[str, Any]:
+    order = np.argsort(probabilities)[::-1][:top_k]
+    top = [{"label": classes[i], "confidence": round(float(probabilities[i]), 4)} for i in order]
+    return {
+        "schema": RESULT_SCHEMA,
+        "source": asdict(source),
+        "label": top[0]["label"],
+        "confidence": top[0]["confidence"],
+        "top": top,
+        "model": asdict(model),
+        "processed_at": utc_now(),
+    }
+
+
+def error_record(source: Source, code: ErrorCode, message: str, model: ModelInfo) -> dict[str, Any]:
+    return {
+        "schema": ERROR_SCHEMA,
+        "source": asdict(source),
+        "error": {"code": str(code), "message": message},
+        "model": asdict(model),
+        "processed_at": utc_now(),
+    }
+
+
+def is_error(record: dict[str, Any]) -> bool:
+    return record["schema"] == ERROR_SCHEMA
+
+
+def record_key(input_key: str, input_prefix: str, destination_prefix: str) -> str:
+    """``input/a/b.png`` -> ``output/a/b.png.json`` (or ``errors/...``): the path below the prefix is kept."""
+    if not input_key.startswith(input_prefix):
+        raise ValueError(f"{input_key!r} is not under the input prefix {input_prefix!r}")
+    return destination_prefix + input_key[len(input_prefix) :] + RECORD_SUFFIX

@@ -1,0 +1,127 @@
+"""Export a run for serving: LiteRT flatbuffer (checked against Keras) and a clean ``model.keras``.
+
+Float32, float16 and dynamic-range variants are all converted and measured; the fastest one
+whose predictions agree with Keras on >= 99.9% of the validation set and that loses no more
+than 0.1 point of class-balanced accuracy is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from handler.model import RUNTIME_FILE, Classifier, Manifest
+from training.data import Emnist
+from training.evaluate import EXPORT_REPORT, summarise, validation_set, write_card
+
+MIN_AGREEMENT = 0.999
+MAX_BALANCED_ACCURACY_LOSS = 0.001
+EXPORT_DIR = "export"
+
+
+class ExportError(RuntimeError):
+    """The exported model does not reproduce the Keras model closely enough to ship."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    tflite: Path
+    keras: Path
+    variant: str
+    agreement: float
+
+
+def convert(model: object, variant: str) -> bytes:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+    def serve(images: tf.Tensor) -> tf.Tensor:
+        return model(images, training=False)  # type: ignore[operator]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    if variant in ("float16", "dynamic_range"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def _classifier(path: Path, classes: str) -> Classifier:
+    manifest = Manifest(version="candidate", classes=classes, files={RUNTIME_FILE: {}})
+    return Classifier(manifest, path, num_threads=1)
+
+
+def _ms_per_image(classifier: Classifier, images: np.ndarray, batch: int = 64, repeats: int = 20) -> float:
+    sample = images[:batch]
+    classifier.predict(sample)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        classifier.predict(sample)
+    return (time.perf_counter() - start) * 1000 / (repeats * len(sample))
+
+
+def predict_in_batches(classifier: Classifier, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([classifier.predict(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def export_run(run_dir: Path, data: Emnist) -> ExportResult:
+    import keras
+
+    images, labels, _ = validation_set(run_dir, data)
+    classes = data.classes
+    trained = keras.models.load_model(run_dir / "best.keras")
+    inference = keras.models.clone_model(trained)  # no optimizer state: smaller, for fine-tuning
+    inference.set_weights(trained.get_weights())
+    reference = inference.predict(images, batch_size=512, verbose=0).argmax(axis=1)
+
+    out = run_dir / EXPORT_DIR
+    out.mkdir(exist_ok=True)
+    candidates: dict[str, dict[str, float]] = {}
+    for variant in ("float32", "float16", "dynamic_range"):
+        path = out / f"candidate-{variant}.tflite"
+        path.write_bytes(convert(inference, variant))
+        classifier = _classifier(path, classes)
+        predicted = predict_in_batches(classifier, images).argmax(axis=1)
+        candidates[variant] = {
+            "bytes": path.stat().st_size,
+            "agreement": float(np.mean(predicted == reference)),
+            "balanced_accuracy": summarise(labels, predicted, classes)[1],
+            "ms_per_image_batch64": _ms_per_image(classifier, images),
+        }
+        print(f"  {variant}: {candidates[variant]}", flush=True)
+
+    float32 = candidates["float32"]
+    if float32["agreement"] < MIN_AGREEMENT:
+        raise ExportError(f"LiteRT float32 agrees with Keras on {float32['agreement']:.4%} < {MIN_AGREEMENT:.1%}")
+    eligible = {
+        name: c
+        for name, c in candidates.items()
+        if c["agreement"] >= MIN_AGREEMENT
+        and c["balanced_accuracy"] >= float32["balanced_accuracy"] - MAX_BALANCED_ACCURACY_LOSS
+    }
+    variant = min(eligible, key=lambda name: (eligible[name]["ms_per_image_batch64"], eligible[name]["bytes"]))
+    why = (
+        f"`{variant}`: fastest at batch 64 among variants with >= {MIN_AGREEMENT:.1%} agreement and at most"
+        f" {MAX_BALANCED_ACCURACY_LOSS:.1%} balanced-accuracy loss"
+    )
+    tflite = out / RUNTIME_FILE
+    (out / f"candidate-{variant}.tflite").replace(tflite)
+    for stale in out.glob("candidate-*.tflite"):
+        stale.unlink()
+    keras_path = out / "model.keras"
+    inference.save(keras_path)
+    report = {
+        "variant": variant,
+        "agreement": candidates[variant]["agreement"],
+        "min_agreement": MIN_AGREEMENT,
+        "tflite_bytes": tflite.stat().st_size,
+        "candidates": candidates,
+        "why": why,
+    }
+    (run_dir / EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    write_card(run_dir)
+    return ExportResult(tflite, keras_path, variant, candidates[variant]["agreement"])
