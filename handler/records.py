@@ -27,7 +27,7 @@ class ErrorCode(StrEnum):
 
 @dataclass(frozen=True)
 class Source:
-    bucket: str
+    bucket: str | None
     key: str
     etag: str | None = None
     size: int | None = None

@@ -36,6 +36,9 @@ class Emnist:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def head(self, n: int) -> Emnist:
+        return Emnist(self.images[:n], self.labels[:n], self.classes, self.sources)
+
 
 @dataclass(frozen=True)
 class Split:

@@ -96,6 +96,8 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 def validation_set(run_dir: Path, data: Emnist) -> tuple[np.ndarray, np.ndarray, RunConfig]:
     """The exact validation images the run held out (same seed, same split)."""
     config = RunConfig.read(run_dir)
+    if config.limit:
+        data = data.head(config.limit)
     split = stratified_split(data.labels, config.val_fraction, config.seed)
     if len(split.val) != config.n_val:
         raise ValueError(f"{run_dir}: data gives {len(split.val)} validation images, the run held out {config.n_val}")

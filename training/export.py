@@ -8,6 +8,7 @@ than 0.1 point of class-balanced accuracy is kept.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,12 @@ class ExportResult:
     agreement: float
 
 
-def convert(model: object, variant: str) -> bytes:
+def convert(saved_model: Path, variant: str) -> bytes:
+    """SavedModel -> LiteRT flatbuffer. (Converting a Keras 3 model's concrete function directly
+    gave NaN outputs with TF 2.21; the SavedModel route reproduces Keras exactly.)"""
     import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
-    def serve(images: tf.Tensor) -> tf.Tensor:
-        return model(images, training=False)  # type: ignore[operator]
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     if variant in ("float16", "dynamic_range"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
@@ -80,10 +79,13 @@ def export_run(run_dir: Path, data: Emnist) -> ExportResult:
 
     out = run_dir / EXPORT_DIR
     out.mkdir(exist_ok=True)
+    saved_model = out / "saved_model"
+    shutil.rmtree(saved_model, ignore_errors=True)
+    inference.export(str(saved_model), format="tf_saved_model", verbose=False)
     candidates: dict[str, dict[str, float]] = {}
     for variant in ("float32", "float16", "dynamic_range"):
         path = out / f"candidate-{variant}.tflite"
-        path.write_bytes(convert(inference, variant))
+        path.write_bytes(convert(saved_model, variant))
         classifier = _classifier(path, classes)
         predicted = predict_in_batches(classifier, images).argmax(axis=1)
         candidates[variant] = {
@@ -112,6 +114,7 @@ def export_run(run_dir: Path, data: Emnist) -> ExportResult:
     (out / f"candidate-{variant}.tflite").replace(tflite)
     for stale in out.glob("candidate-*.tflite"):
         stale.unlink()
+    shutil.rmtree(saved_model)
     keras_path = out / "model.keras"
     inference.save(keras_path)
     report = {

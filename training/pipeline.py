@@ -11,9 +11,6 @@ from training.data import Emnist
 def load_data(args: argparse.Namespace) -> Emnist:
     print(f"loading EMNIST from {args.data} ...", flush=True)
     dataset = emnist.load(args.data)
-    limit = getattr(args, "limit", None)
-    if limit:
-        dataset = Emnist(dataset.images[:limit], dataset.labels[:limit], dataset.classes, dataset.sources)
     print(f"  {len(dataset)} images, {len(dataset.classes)} classes from {', '.join(dataset.sources)}", flush=True)
     return dataset
 
@@ -29,6 +26,7 @@ def do_train(args: argparse.Namespace, dataset: Emnist) -> None:
         seed=args.seed,
         val_fraction=args.val_fraction,
         data_label=args.data,
+        limit=args.limit,
     )
     print(f"trained {config.architecture} ({config.parameters:,} parameters) -> {args.run / 'best.keras'}")
 

@@ -63,6 +63,7 @@ class RunConfig:
     n_val: int
     parameters: int
     commit: str
+    limit: int | None = None  # only the first N images were used (smoke runs)
 
     @classmethod
     def read(cls, run_dir: Path) -> RunConfig:
@@ -162,9 +163,12 @@ def train(
     seed: int = 1234,
     val_fraction: float = 0.15,
     data_label: str = "",
+    limit: int | None = None,
     verbose: int = 2,
 ) -> RunConfig:
     """Train (or resume) a run; returns its config. The best checkpoint is ``run_dir/best.keras``."""
+    if limit:
+        data = data.head(limit)
     recipe = RECIPES.get(architecture, RECIPES[architectures.DEFAULT_ARCHITECTURE])
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
@@ -189,6 +193,7 @@ def train(
         n_val=len(split.val),
         parameters=model.count_params(),
         commit=git_commit(),
+        limit=limit,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = (run_dir / "backup").exists()

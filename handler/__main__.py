@@ -1,0 +1,104 @@
+"""``python -m handler``: label a folder, run a bulk job over a bucket prefix, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+BATCH = 64
+
+
+def iter_files(folder: Path) -> Iterator[Path]:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            yield path
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from handler import model
+    from handler.config import Settings
+    from handler.imaging import ImageError
+    from handler.pipeline import label, local_source
+    from handler.records import ErrorCode
+    from handler.storage import Storage
+
+    if not args.folder.is_dir():
+        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    classifier = model.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=Storage().download)
+    files = list(iter_files(args.folder))
+    for start in range(0, len(files), BATCH):
+        items = []
+        for path in files[start : start + BATCH]:
+            size = path.stat().st_size
+            if size > settings.max_object_bytes:
+                message = f"file is {size:,} bytes; the limit is {settings.max_object_bytes:,} (MAX_OBJECT_BYTES)"
+                source = local_source(str(path), b"")
+                items.append((source, ImageError(ErrorCode.TOO_LARGE, message)))
+                continue
+            data = path.read_bytes()
+            items.append((local_source(str(path), data), data))
+        for record in label(items, classifier, settings.max_pixels, settings.top_k):
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+    return 0
+
+
+def cmd_bulk(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from handler.bulk import print_progress, run_prefix
+    from handler.config import Settings
+    from handler.pipeline import Service
+
+    settings = Settings.from_env()
+    if args.prefix:
+        settings = replace(settings, input_prefix=args.prefix)
+    bucket = args.bucket or settings.bucket
+    if not bucket:
+        print("error: give --bucket or set BUCKET", file=sys.stderr)
+        return 2
+    run_id = args.run_id or datetime.now(UTC).strftime("bulk-%Y%m%dT%H%M%SZ")
+    service = Service.create(settings)
+    body = run_prefix(service, bucket, run_id, batch_size=args.batch_size, progress=print_progress())
+    print(file=sys.stderr)
+    print(json.dumps({k: body[k] for k in ("run_id", "counts", "total", "error_codes")}))
+    print(f"summary: s3://{bucket}/{settings.runs_prefix}{run_id}/summary.json", file=sys.stderr)
+    return 0 if body["counts"]["failed"] == 0 else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from infra.demo import run_demo
+
+    return run_demo(samples=args.samples)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    label = sub.add_parser("label", help="print one JSON record per image file in FOLDER (recursive)")
+    label.add_argument("folder", type=Path)
+    label.set_defaults(run=cmd_label)
+    bulk = sub.add_parser("bulk", help="label every image under the input prefix of a bucket, resumably")
+    bulk.add_argument("--bucket", help="bucket (default: $BUCKET)")
+    bulk.add_argument("--prefix", help="input prefix (default: $INPUT_PREFIX or input/)")
+    bulk.add_argument("--run-id", help="summary goes to runs/<run-id>/summary.json (default: a timestamp)")
+    bulk.add_argument("--batch-size", type=int, default=BATCH)
+    bulk.set_defaults(run=cmd_bulk)
+    demo = sub.add_parser("demo", help="embedded S3 on 127.0.0.1 + bundled model + samples/: no AWS account")
+    demo.add_argument("--samples", type=Path, default=Path(__file__).resolve().parent.parent / "samples")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Lambda entry points: thin adapters from AWS events to :mod:`handler.pipeline`.
+
+- ``on_upload``: S3 event notifications, directly or wrapped in SQS messages (partial batch failures)
+- ``bulk``: one Distributed Map batch of keys; ``summarize``: the run summary after the map
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import cache
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import S3Event, SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler.bulk import batch_result, is_input, summarise_result_writer
+from handler.config import Settings
+from handler.pipeline import Outcome, Service, process
+from handler.records import Source
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+settings = Settings.from_env()  # fails the cold start with a clear message on a bad setting
+
+
+@cache
+def service() -> Service:
+    """Loaded once per container: model verified against its manifest, S3 client with retries."""
+    started = time.perf_counter()
+    loaded = Service.create(settings)
+    logger.info(
+        "model loaded",
+        model_version=loaded.model_info.version,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return loaded
+
+
+def sources_from_s3_event(event: dict[str, Any]) -> list[Source]:
+    """Every record's object (keys URL-decoded), minus test events and keys outside the input prefix."""
+    sources = []
+    for record in S3Event(event).records if "Records" in event else []:
+        if not record.event_name.startswith("ObjectCreated"):
+            continue
+        obj = record.s3.get_object
+        key = unquote_plus(obj.key)
+        if not is_input(key, settings.input_prefix):
+            logger.warning("ignoring key outside the input prefix", key=key)
+            continue
+        sources.append(Source(record.s3.bucket.name, key, obj.etag or None, obj.size))
+    return sources
+
+
+def _record_metrics(outcomes: list[Outcome], seconds: float) -> None:
+    counts = batch_result(outcomes)["counts"]
+    metrics.add_metric(name="ImagesLabelled", unit=MetricUnit.Count, value=counts["result"])
+    metrics.add_metric(name="ImageErrors", unit=MetricUnit.Count, value=counts["error"])
+    metrics.add_metric(name="ImagesSkipped", unit=MetricUnit.Count, value=counts["skipped"])
+    metrics.add_metric(name="InfrastructureFailures", unit=MetricUnit.Count, value=counts["failed"])
+    metrics.add_metric(name="BatchLatency", unit=MetricUnit.Milliseconds, value=round(seconds * 1000, 1))
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            logger.error("input failed; will be retried", key=outcome.source.key, reason=outcome.failure)
+
+
+@tracer.capture_method
+def _run(sources: list[Source], *, skip_existing: bool = False) -> list[Outcome]:
+    started = time.perf_counter()
+    outcomes = process(sources, service(), skip_existing=skip_existing)
+    _record_metrics(outcomes, time.perf_counter() - started)
+    return outcomes
+
+
+def _on_sqs(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """All messages' images are labelled as one batch; only messages with a failed input are retried."""
+    per_message = {
+        record["messageId"]: sources_from_s3_event(json.loads(record["body"])) for record in event["Records"]
+    }
+    outcomes = _run([source for sources in per_message.values() for source in sources])
+    failed = {(o.source.bucket, o.source.key) for o in outcomes if o.status == "failed"}
+
+    def check(record: SQSRecord) -> None:
+        broken = [s.key for s in per_message[record.message_id] if (s.bucket, s.key) in failed]
+        if broken:
+            raise RuntimeError(f"inputs not recorded, will retry: {broken}")
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(event=event, record_handler=check, processor=processor, context=context)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def on_upload(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """S3 uploads -> records. Accepts S3 notifications directly or through SQS."""
+    records = event.get("Records", [])
+    if records and records[0].get("eventSource") == "aws:sqs":
+        return _on_sqs(event, context)
+    outcomes = _run(sources_from_s3_event(event))
+    failed = [o.source.key for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} inputs not recorded (retried by Lambda): {failed[:10]}")
+    return batch_result(outcomes)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One Distributed Map batch: ``{"Items": [{"Key", "ETag", "Size"}...], "BatchInput": {"bucket"}}``."""
+    bucket = event.get("BatchInput", {}).get("bucket") or settings.bucket
+    sources = [
+        Source(bucket, item["Key"], str(item.get("ETag", "")).strip('"') or None, item.get("Size"))
+        for item in event.get("Items", [])
+        if is_input(item["Key"], settings.input_prefix)
+    ]
+    return batch_result(_run(sources, skip_existing=True))
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def summarize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """After the map: ``{"run_id", "ResultWriterDetails": {"Bucket", "Key"}}`` -> runs/<id>/summary.json."""
+    details = event["ResultWriterDetails"]
+    body = summarise_result_writer(service(), details["Bucket"], details["Key"], event["run_id"])
+    logger.info("run summarised", run_id=event["run_id"], counts=body["counts"])
+    return {"run_id": event["run_id"], "counts": body["counts"], "total": body["total"]}

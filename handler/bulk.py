@@ -1,0 +1,139 @@
+"""Bulk runs over an existing prefix: batch results, resumable runs, and the run summary.
+
+On AWS a Step Functions Distributed Map lists the prefix and hands key batches to the Lambda
+(``app.bulk``); its ResultWriter stores every batch result and ``app.summarize`` folds them into
+``runs/<id>/summary.json``. ``python -m handler bulk`` does the same in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any
+
+from handler.pipeline import Outcome, Service, process
+from handler.records import Source, utc_now
+
+MAX_LISTED_FAILURES = 1000
+STATUSES = ("result", "error", "skipped", "failed")
+
+
+def batch_result(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The small, mergeable result of one batch (Step Functions keeps each under 256 KB)."""
+    counts = Counter(outcome.status for outcome in outcomes)
+    return {
+        "counts": {status: counts.get(status, 0) for status in STATUSES},
+        "error_codes": dict(Counter(o.error_code for o in outcomes if o.error_code)),
+        "failures": [{"key": o.source.key, "reason": o.failure} for o in outcomes if o.status == "failed"],
+    }
+
+
+def merge(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    counts: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
+    failures: list[dict[str, Any]] = []
+    for result in results:
+        counts.update(result["counts"])
+        codes.update(result["error_codes"])
+        failures.extend(result["failures"])
+    return {
+        "counts": {status: counts.get(status, 0) for status in STATUSES},
+        "total": sum(counts.values()),
+        "error_codes": dict(codes),
+        "failures": failures[:MAX_LISTED_FAILURES],
+        "failures_truncated": len(failures) > MAX_LISTED_FAILURES,
+    }
+
+
+def summary(run_id: str, bucket: str, service: Service, merged: dict[str, Any], started_at: str) -> dict[str, Any]:
+    return {
+        "schema": "handwriting-ocr/run-summary/1",
+        "run_id": run_id,
+        "bucket": bucket,
+        "input_prefix": service.settings.input_prefix,
+        "model": {"version": service.model_info.version, "sha256": service.model_info.sha256},
+        "started_at": started_at,
+        "finished_at": utc_now(),
+        **merged,
+    }
+
+
+def summary_key(service: Service, run_id: str) -> str:
+    return f"{service.settings.runs_prefix}{run_id}/summary.json"
+
+
+def is_input(key: str, input_prefix: str) -> bool:
+    """Objects worth labelling: under the input prefix and not a folder marker."""
+    return key.startswith(input_prefix) and not key.endswith("/")
+
+
+def chunks(items: Iterable[Source], size: int) -> Iterator[list[Source]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def run_prefix(
+    service: Service,
+    bucket: str,
+    run_id: str,
+    *,
+    batch_size: int = 64,
+    progress: Callable[[int, dict[str, int]], None] | None = None,
+) -> dict[str, Any]:
+    """Label every input under the prefix in this process, skipping what is already done."""
+    started = utc_now()
+    prefix = service.settings.input_prefix
+    sources = (s for s in service.storage.list_objects(bucket, prefix) if is_input(s.key, prefix))
+    results = []
+    seen = 0
+    for batch in chunks(sources, batch_size):
+        result = batch_result(process(batch, service, skip_existing=True))
+        results.append(result)
+        seen += len(batch)
+        if progress:
+            progress(seen, merge(results)["counts"])
+    body = summary(run_id, bucket, service, merge(results), started)
+    service.storage.put_json(bucket, summary_key(service, run_id), body)
+    return body
+
+
+def summarise_result_writer(service: Service, bucket: str, manifest_key: str, run_id: str) -> dict[str, Any]:
+    """Fold a Distributed Map's ResultWriter output (manifest + result files) into one summary."""
+    storage = service.storage
+    manifest = storage.get_json(bucket, manifest_key)
+    results = []
+    for status, files in manifest.get("ResultFiles", {}).items():
+        for entry in files:
+            for execution in storage.get_json(manifest.get("DestinationBucket", bucket), entry["Key"]):
+                if status == "SUCCEEDED" and execution.get("Output"):
+                    results.append(json.loads(execution["Output"]))
+                else:
+                    items = json.loads(execution.get("Input") or "{}").get("Items", [])
+                    reason = execution.get("Error") or execution.get("Cause") or status
+                    results.append(
+                        {
+                            "counts": {"failed": len(items)},
+                            "error_codes": {},
+                            "failures": [{"key": item.get("Key"), "reason": reason} for item in items],
+                        }
+                    )
+    body = summary(run_id, bucket, service, merge(results), manifest.get("StartDate", ""))
+    storage.put_json(bucket, summary_key(service, run_id), body)
+    return body
+
+
+def print_progress(stream: Any = sys.stderr) -> Callable[[int, dict[str, int]], None]:
+    started = time.perf_counter()
+
+    def report(seen: int, counts: dict[str, int]) -> None:
+        rate = seen / max(time.perf_counter() - started, 1e-9)
+        parts = ", ".join(f"{k} {v}" for k, v in counts.items())
+        stream.write(f"\r  {seen} inputs ({rate:.0f}/s): {parts}   ")
+        stream.flush()
+
+    return report
