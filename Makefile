@@ -1,0 +1,66 @@
+# Task runner. The two commands a newcomer needs: `make demo` and `make test`;
+# both create and fill their own virtualenv (.venv) first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+TOOLS := .venv-tools
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help demo test lint unit template image-check bench train train-seed clean
+
+help:  ## list the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	@touch $@
+
+$(VENV)/.demo: $(VENV)/.python requirements/runtime.txt requirements/demo.txt
+	$(PIP) install -r requirements/demo.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.python requirements/runtime.txt requirements/training.txt requirements/dev.txt
+	$(PIP) install -r requirements/dev.txt
+	@touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo  ## label the sample images through an embedded S3 with the bundled model
+	$(PY) -m handler demo
+
+test: lint unit template image-check  ## everything CI runs: lint, tests, template and image checks
+
+lint: $(VENV)/.dev  ## ruff + hadolint
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
+
+unit: $(VENV)/.dev  ## pytest: unit, integration (moto) and end-to-end (moto server over HTTP)
+	$(PY) -m pytest -q
+
+$(TOOLS)/.sam:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip --disable-pip-version-check -q install aws-sam-cli cfn-lint
+	@touch $@
+
+template: $(TOOLS)/.sam  ## cfn-lint and sam validate --lint on template.yaml
+	$(TOOLS)/bin/cfn-lint template.yaml
+	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam validate --lint --template template.yaml
+
+image-check:  ## install the image's runtime requirements in a clean venv, import the entry points, print size
+	$(PYTHON) infra/check_image_requirements.py
+
+bench: $(VENV)/.dev  ## cold start, throughput vs naive TensorFlow, accuracy on photo-like uploads
+	$(PY) benchmarks/cold_start.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/photo_accuracy.py
+
+train: $(VENV)/.dev  ## train, evaluate, export and publish the default architecture into models/
+	$(PY) -m training run --run runs/default --publish models
+
+train-seed: $(VENV)/.dev  ## the reference CNN with the reference recipe
+	$(PY) -m training run --arch seed --run runs/seed
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

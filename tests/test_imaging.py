@@ -1,0 +1,182 @@
+"""Image bytes -> EMNIST-style 28x28: every upload format and the edge cases real users send."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from handler.imaging import ImageError, decode, normalise, prepare
+from handler.records import ErrorCode
+from tests.conftest import draw_seven, png_bytes
+
+LIMIT = 40_000_000
+
+
+def ink_box(glyph: np.ndarray, level: float = 0.3) -> tuple[int, int, int, int]:
+    rows = np.flatnonzero((glyph > level).any(axis=1))
+    cols = np.flatnonzero((glyph > level).any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def reference(seven: Image.Image) -> np.ndarray:
+    return prepare(png_bytes(seven), LIMIT)
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> bool:
+    return float(np.abs(a - b).mean()) < 0.04
+
+
+def test_output_is_emnist_style_28x28_white_ink_on_black(seven: Image.Image) -> None:
+    glyph = reference(seven)
+    assert glyph.shape == (28, 28) and glyph.dtype == np.float32
+    assert glyph.max() == pytest.approx(1.0) and glyph.min() >= 0.0
+    assert glyph[0].max() < 0.05 and glyph[:, 0].max() < 0.05  # black border around white ink
+    assert glyph.mean() < 0.35
+
+
+def test_glyph_is_centred_with_two_pixel_border(seven: Image.Image) -> None:
+    top, bottom, left, right = ink_box(reference(seven))
+    assert 22 <= max(bottom - top, right - left) + 1 <= 26
+    assert abs((top + bottom) / 2 - 13.5) <= 1.0 and abs((left + right) / 2 - 13.5) <= 1.0
+
+
+def test_orientation_is_kept_upright(seven: Image.Image) -> None:
+    glyph = reference(seven)
+    assert glyph[2:5, 5:22].mean() > 0.6  # the 7's bar is on top, not at the bottom or the side
+    assert glyph[23:26, 5:22].mean() < 0.3
+    assert glyph[21:26, 4:14].mean() > glyph[21:26, 14:24].mean() + 0.2  # the stem ends bottom-left
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("PNG", "L"),
+        ("PNG", "RGB"),
+        ("PNG", "P"),
+        ("JPEG", "RGB"),
+        ("JPEG", "L"),
+        ("WEBP", "RGB"),
+        ("BMP", "RGB"),
+        ("TIFF", "L"),
+        ("TIFF", "RGB"),
+        ("GIF", "P"),
+    ],
+)
+def test_every_upload_format_reads_the_same(seven: Image.Image, fmt: str, mode: str) -> None:
+    data = png_bytes(seven.convert(mode), format=fmt, **({"quality": 92} if fmt in ("JPEG", "WEBP") else {}))
+    assert similar(prepare(data, LIMIT), reference(seven))
+
+
+def test_sixteen_bit_grayscale(seven: Image.Image) -> None:
+    wide = Image.fromarray((np.asarray(seven, dtype=np.uint16) * 257).astype(np.uint16))
+    assert wide.mode.startswith("I;16")
+    assert similar(prepare(png_bytes(wide), LIMIT), reference(seven))
+
+
+def test_transparent_background_is_composited_on_white(seven: Image.Image) -> None:
+    rgba = Image.new("RGBA", seven.size, (0, 0, 90, 0))
+    rgba.putalpha(Image.eval(seven, lambda v: 255 - v))  # dark ink opaque, paper transparent
+    assert similar(prepare(png_bytes(rgba), LIMIT), reference(seven))
+
+
+def test_white_ink_on_transparent_background_reads_from_alpha(seven: Image.Image) -> None:
+    rgba = Image.new("RGBA", seven.size, (255, 255, 255, 0))
+    rgba.putalpha(Image.eval(seven, lambda v: 255 - v))
+    assert similar(prepare(png_bytes(rgba), LIMIT), reference(seven))
+
+
+def test_light_ink_on_dark_equals_dark_ink_on_light(seven: Image.Image) -> None:
+    inverted = Image.eval(seven, lambda v: 255 - v)
+    assert similar(prepare(png_bytes(inverted), LIMIT), reference(seven))
+
+
+def test_exif_orientation_is_applied(seven: Image.Image) -> None:
+    rotated = seven.rotate(90, expand=True)  # stored sideways, EXIF says "rotate 90 CW to view"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = png_bytes(rotated.convert("RGB"), format="JPEG", exif=exif.tobytes(), quality=95)
+    assert similar(prepare(data, LIMIT), reference(seven))
+
+
+def test_gif_uses_first_frame(seven: Image.Image) -> None:
+    blank = Image.new("L", seven.size, 235)
+    buffer = io.BytesIO()
+    seven.convert("P").save(buffer, format="GIF", save_all=True, append_images=[blank.convert("P")])
+    assert similar(prepare(buffer.getvalue(), LIMIT), reference(seven))
+
+
+def test_off_centre_large_noisy_photo_matches_clean_glyph(seven: Image.Image) -> None:
+    rng = np.random.default_rng(0)
+    page = np.full((900, 1200), 225.0)
+    page += np.linspace(-15, 15, 1200)[None, :]  # uneven lighting
+    page[80:280, 850:1050] = np.minimum(page[80:280, 850:1050], np.asarray(seven, dtype=float))
+    page += rng.normal(0, 6, page.shape)
+    photo = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).convert("RGB")
+    glyph = prepare(png_bytes(photo, format="JPEG", quality=80), LIMIT)
+    assert float(np.abs(glyph - reference(seven)).mean()) < 0.06
+
+
+def test_tall_glyph_keeps_its_aspect_ratio() -> None:
+    image = Image.new("L", (300, 300), 255)
+    image.paste(0, (140, 30, 160, 270))  # a '1': 20 wide, 240 tall
+    top, bottom, left, right = ink_box(prepare(png_bytes(image), LIMIT))
+    assert bottom - top >= 21 and right - left <= 6
+
+
+def test_thin_pen_strokes_are_thickened_to_emnist_weight() -> None:
+    image = draw_seven(600, stroke=4)
+    glyph = prepare(png_bytes(image), LIMIT)
+    assert (glyph > 0.5).sum() >= 35  # a hairline would leave only a faint, broken trace
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", ErrorCode.EMPTY),
+        (b"hello, this is a text file", ErrorCode.UNSUPPORTED),
+        (b"%PDF-1.7\n%...", ErrorCode.UNSUPPORTED),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, ErrorCode.CORRUPT),
+    ],
+)
+def test_unreadable_bytes_get_an_actionable_code(data: bytes, code: ErrorCode) -> None:
+    with pytest.raises(ImageError) as caught:
+        prepare(data, LIMIT)
+    assert caught.value.code == code and str(caught.value)
+
+
+def test_truncated_jpeg_is_corrupt(seven: Image.Image) -> None:
+    data = png_bytes(seven.convert("RGB"), format="JPEG")
+    with pytest.raises(ImageError) as caught:
+        prepare(data[: len(data) // 3], LIMIT)
+    assert caught.value.code == ErrorCode.CORRUPT
+
+
+def test_pixel_count_is_checked_before_decoding() -> None:
+    # A 30000x30000 PNG header over a few bytes of data: a decompression bomb.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageError) as caught:
+        decode(data, max_pixels=LIMIT)
+    assert caught.value.code == ErrorCode.TOO_LARGE and "pixels" in str(caught.value)
+
+
+@pytest.mark.parametrize("noise", [0.0, 4.0])
+def test_blank_page_is_no_ink(noise: float) -> None:
+    rng = np.random.default_rng(1)
+    page = np.clip(230 + rng.normal(0, noise, (400, 300)), 0, 255).astype(np.uint8)
+    with pytest.raises(ImageError) as caught:
+        prepare(png_bytes(Image.fromarray(page), format="JPEG"), LIMIT)
+    assert caught.value.code == ErrorCode.NO_INK
+
+
+def test_emnist_style_input_passes_through_nearly_unchanged(seven: Image.Image) -> None:
+    emnist_style = reference(seven)
+    assert float(np.abs(normalise(emnist_style) - emnist_style).mean()) < 0.03
