@@ -12,7 +12,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
 from handler.records import ErrorCode
 
@@ -46,7 +46,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(ErrorCode.TOO_LARGE, f"image has too many pixels: {exc}") from exc
-    except UnidentifiedImageError as exc:
+    except Exception as exc:
         if data.startswith(IMAGE_SIGNATURES):
             raise ImageError(ErrorCode.CORRUPT, "cannot decode image: the header is damaged") from exc
         raise ImageError(
@@ -64,7 +64,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         image.load()
         image = ImageOps.exif_transpose(image)
         return _to_gray(image)
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+    except Exception as exc:
         raise ImageError(ErrorCode.CORRUPT, f"cannot decode image: {exc}") from exc
 
 
@@ -138,7 +138,9 @@ def normalise(gray: np.ndarray) -> np.ndarray:
         gray = _resize(gray, max(1, round(width * factor)), max(1, round(height * factor)), Image.Resampling.BOX)
         height, width = gray.shape
     frame = max(1, round(0.05 * min(height, width)))
-    border = np.concatenate([gray[:frame].ravel(), gray[-frame:].ravel(), gray[:, :frame].ravel(), gray[:, -frame:].ravel()])
+    border = np.concatenate(
+        [gray[:frame].ravel(), gray[-frame:].ravel(), gray[:, :frame].ravel(), gray[:, -frame:].ravel()]
+    )
     ink = 1.0 - gray if np.median(border) > 0.5 else gray
     if min(height, width) >= 64:  # photos and scans: drop salt noise before measuring the ink
         ink_u8 = Image.fromarray(np.round(ink * 255).astype(np.uint8)).filter(ImageFilter.MedianFilter(3))

@@ -144,11 +144,15 @@ def process(sources: Sequence[Source], service: Service, *, skip_existing: bool 
     records = label([item for _, item in items], service.classifier, settings.max_pixels, settings.top_k)
 
     def write(job: tuple[int, Source, dict[str, Any]]) -> Outcome:
-        index, source, record = job
+        _index, source, record = job
         bucket = str(source.bucket)
         errored = is_error(record)
-        key = record_key(source.key, settings.input_prefix, settings.error_prefix if errored else settings.output_prefix)
-        stale = record_key(source.key, settings.input_prefix, settings.output_prefix if errored else settings.error_prefix)
+        key = record_key(
+            source.key, settings.input_prefix, settings.error_prefix if errored else settings.output_prefix
+        )
+        stale = record_key(
+            source.key, settings.input_prefix, settings.output_prefix if errored else settings.error_prefix
+        )
         try:
             storage.put_record(bucket, key, record, source.etag or "", service.model_info.version)
             storage.delete(bucket, stale)  # an input re-uploaded after an error keeps exactly one record

@@ -103,7 +103,9 @@ class Storage:
         return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
     def put_json(self, bucket: str, key: str, body: Any) -> None:
-        self.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(body, indent=2).encode(), ContentType="application/json")
+        self.s3.put_object(
+            Bucket=bucket, Key=key, Body=json.dumps(body, indent=2).encode(), ContentType="application/json"
+        )
 
     def download(self, uri: str, path: Path) -> None:
         """Copy an ``s3://`` object to a local file (the model fetcher)."""

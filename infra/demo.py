@@ -25,7 +25,9 @@ QUIET_POWERTOOLS = {
 
 
 def run_demo(samples: Path, out: object = sys.stdout) -> int:
-    files = sorted(p for p in samples.rglob("*") if p.is_file() and p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+    files = sorted(
+        p for p in samples.rglob("*") if p.is_file() and p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}
+    )
     if not files:
         print(f"error: no sample images in {samples}", file=sys.stderr)
         return 2
@@ -58,7 +60,10 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
                 except s3.exceptions.NoSuchKey:
                     continue
                 if "error" in record:
-                    print(f"{rel:<38} {'-':>5} {'':>6}  {record['error']['code']}: {record['error']['message'][:50]}", file=out)
+                    print(
+                        f"{rel:<38} {'-':>5} {'':>6}  {record['error']['code']}: {record['error']['message'][:50]}",
+                        file=out,
+                    )
                 else:
                     alternatives = ", ".join(f"{t['label']} {t['confidence']:.2f}" for t in record["top"][1:3])
                     print(f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}", file=out)

@@ -76,7 +76,12 @@ def s3_notification(bucket: str, objects: Sequence[tuple[str, str, int]]) -> dic
                         "ownerIdentity": {"principalId": "EXAMPLE"},
                         "arn": f"arn:aws:s3:::{bucket}",
                     },
-                    "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": "0A1B2C3D4E5F678901"},
+                    "object": {
+                        "key": quote_plus(key, safe="/"),
+                        "size": size,
+                        "eTag": etag,
+                        "sequencer": "0A1B2C3D4E5F678901",
+                    },
                 },
             }
             for key, etag, size in objects

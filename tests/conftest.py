@@ -21,17 +21,17 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("MODEL_URI", None)
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
 
-import boto3  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from moto import mock_aws  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+from PIL import Image, ImageDraw
 
-from handler import model  # noqa: E402
-from handler.config import bundled_model_uri  # noqa: E402
+from handler import model
+from handler.config import bundled_model_uri
 
 BUCKET = "test-bucket"
 
@@ -73,14 +73,14 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture
-def s3(aws: None):  # noqa: ANN201 - a boto3 client
+def s3(aws: None):
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
     return client
 
 
 @pytest.fixture
-def app(s3):  # noqa: ANN001, ANN201
+def app(s3):
     """handler.app with its per-container service rebuilt inside this test's mock."""
     from handler import app as lambda_app
 

@@ -57,11 +57,11 @@ def test_incompatible_manifest_is_rejected(model_uri: str, change: dict, message
 
 
 def test_folder_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="no manifest.json"):
+    with pytest.raises(ModelError, match=r"no manifest\.json"):
         model.load(str(tmp_path), tmp_path)
 
 
-def test_s3_version_is_downloaded_verified_and_cached(s3, model_uri: str, tmp_path: Path) -> None:  # noqa: ANN001
+def test_s3_version_is_downloaded_verified_and_cached(s3, model_uri: str, tmp_path: Path) -> None:
     version = Path(model_uri).name
     for name in ("manifest.json", "model.tflite"):
         s3.upload_file(str(Path(model_uri) / name), "test-bucket", f"models/{version}/{name}")

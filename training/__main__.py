@@ -25,12 +25,17 @@ examples:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder: checkpoints, history, card, exports")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="EMNIST folder or s3://bucket/prefix (default: %(default)s)")
+    parser.add_argument(
+        "--data", default=DEFAULT_DATA, help="EMNIST folder or s3://bucket/prefix (default: %(default)s)"
+    )
 
 
 def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--arch", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE, help="architecture (default: %(default)s)"
+        "--arch",
+        choices=sorted(ARCHITECTURES),
+        default=DEFAULT_ARCHITECTURE,
+        help="architecture (default: %(default)s)",
     )
     parser.add_argument("--epochs", type=int, help="override the architecture's recipe")
     parser.add_argument("--seed", type=int, default=1234, help="random seed for split, init and shuffling")
@@ -58,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one architecture (resumes an interrupted run)")
     _add_common(train)
     _add_train(train)
-    evaluate = sub.add_parser("evaluate", help="score the best checkpoint on the validation split; write card.md + plots")
+    evaluate = sub.add_parser(
+        "evaluate", help="score the best checkpoint on the validation split; write card.md + plots"
+    )
     _add_common(evaluate)
     export = sub.add_parser("export", help="write model.tflite and model.keras; fail if LiteRT disagrees with Keras")
     _add_common(export)

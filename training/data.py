@@ -71,7 +71,9 @@ def read_idx_images(path: Path) -> np.ndarray:
         raise DataError(f"{path}: images are {rows}x{cols}, expected {IMAGE_SIDE}x{IMAGE_SIDE}")
     expected = 16 + count * rows * cols
     if len(data) != expected:
-        raise DataError(f"{path}: truncated or padded: header promises {count} images ({expected} bytes), file has {len(data)}")
+        raise DataError(
+            f"{path}: truncated or padded: header promises {count} images ({expected} bytes), file has {len(data)}"
+        )
     stored = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
     return np.ascontiguousarray(stored.transpose(0, 2, 1))
 

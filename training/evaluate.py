@@ -28,7 +28,9 @@ class Report:
     train_seconds: float
 
 
-def summarise(labels: np.ndarray, predicted: np.ndarray, classes: str) -> tuple[float, float, dict, dict, list, np.ndarray]:
+def summarise(
+    labels: np.ndarray, predicted: np.ndarray, classes: str
+) -> tuple[float, float, dict, dict, list, np.ndarray]:
     n = len(classes)
     confusion = np.zeros((n, n), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
@@ -39,7 +41,11 @@ def summarise(labels: np.ndarray, predicted: np.ndarray, classes: str) -> tuple[
     off = confusion.copy()
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:10]
-    pairs = [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j]]
+    pairs = [
+        (classes[i], classes[j], int(off[i, j]))
+        for i, j in zip(*np.unravel_index(order, off.shape), strict=False)
+        if off[i, j]
+    ]
     per_class = {classes[i]: round(float(recall[i]), 4) for i in range(n)}
     counts = {classes[i]: int(support[i]) for i in range(n)}
     return accuracy, balanced, per_class, counts, pairs, confusion

@@ -83,7 +83,7 @@ def publish_run(run_dir: Path, root: str, version: str | None = None, storage: S
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         stage(run_dir, folder, version)
-        names = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST_NAME) + [MANIFEST_NAME]
+        names = [*sorted(p.name for p in folder.iterdir() if p.name != MANIFEST_NAME), MANIFEST_NAME]
         for name in names:
             storage.upload_once(folder / name, bucket, base + name)
     return f"s3://{bucket}/{base}"

@@ -1,0 +1,170 @@
+"""Lambda entry points on real-shaped S3 and SQS events, against moto's mocked S3."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from infra.local_s3 import LocalContext, s3_notification, sqs_wrap
+from tests.conftest import BUCKET, draw_seven, png_bytes
+
+CONTEXT = LocalContext()
+
+
+def upload(s3: Any, key: str, body: bytes) -> tuple[str, str, int]:
+    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
+    return key, etag, len(body)
+
+
+def record(s3: Any, key: str) -> dict[str, Any]:
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def keys(s3: Any, prefix: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []))
+
+
+@pytest.fixture
+def seven_png() -> bytes:
+    return png_bytes(draw_seven())
+
+
+def test_s3_event_with_encoded_keys_and_several_records(app: Any, s3: Any, seven_png: bytes) -> None:
+    names = ["input/plain.png", "input/with space/seven.png", "input/ünï+cödé/7 (copy).png"]
+    event = s3_notification(BUCKET, [upload(s3, name, seven_png) for name in names])
+    assert "with+space" in json.dumps(event) and "%2B" in json.dumps(event)  # encoded as S3 sends them
+    response = app.on_upload(event, CONTEXT)
+    assert response["counts"]["result"] == 3
+    for name in names:
+        body = record(s3, "output/" + name.removeprefix("input/") + ".json")
+        assert body["source"]["key"] == name
+        assert body["label"] in app.service().classifier.classes
+        assert len(body["top"]) == 5
+
+
+def test_bad_object_gets_an_error_record_and_the_batch_goes_on(app: Any, s3: Any, seven_png: bytes) -> None:
+    objects = [
+        upload(s3, "input/good.png", seven_png),
+        upload(s3, "input/bad.png", b"\x89PNG\r\n\x1a\nnot really"),
+        upload(s3, "input/empty.jpg", b""),
+        upload(s3, "input/blank.png", png_bytes(Image.new("L", (100, 100), 240))),
+    ]
+    response = app.on_upload(s3_notification(BUCKET, objects), CONTEXT)
+    assert response["counts"] == {"result": 1, "error": 3, "skipped": 0, "failed": 0}
+    assert keys(s3, "output/") == ["output/good.png.json"]
+    codes = {k: record(s3, k)["error"]["code"] for k in keys(s3, "errors/")}
+    assert codes == {
+        "errors/bad.png.json": "Corrupt",
+        "errors/empty.jpg.json": "Empty",
+        "errors/blank.png.json": "NoInk",
+    }
+
+
+def test_object_deleted_before_processing_gets_a_not_found_record(app: Any, s3: Any) -> None:
+    response = app.on_upload(s3_notification(BUCKET, [("input/gone.png", "abc", 10)]), CONTEXT)
+    assert response["counts"]["error"] == 1
+    assert record(s3, "errors/gone.png.json")["error"]["code"] == "NotFound"
+
+
+def test_object_over_the_size_limit_is_refused_without_decoding(app: Any, s3: Any, monkeypatch) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setattr(app, "settings", replace(app.settings, max_object_bytes=100))
+    app.service.cache_clear()
+    app.on_upload(s3_notification(BUCKET, [upload(s3, "input/big.png", b"\x89PNG" + b"\x00" * 500)]), CONTEXT)
+    assert record(s3, "errors/big.png.json")["error"]["code"] == "TooLarge"
+
+
+def test_keys_outside_the_input_prefix_and_test_events_are_ignored(app: Any, s3: Any, seven_png: bytes) -> None:
+    event = s3_notification(BUCKET, [upload(s3, "output/looks-like-input.png", seven_png)])
+    assert app.on_upload(event, CONTEXT)["counts"]["result"] == 0
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET, "Time": "2026-11-24T12:00:00Z"}
+    assert sum(app.on_upload(test_event, CONTEXT)["counts"].values()) == 0
+    assert keys(s3, "output/") == ["output/looks-like-input.png"] and keys(s3, "errors/") == []
+
+
+def test_repeated_events_are_harmless(app: Any, s3: Any, seven_png: bytes) -> None:
+    event = s3_notification(BUCKET, [upload(s3, "input/again.png", seven_png)])
+    first = app.on_upload(event, CONTEXT)
+    second = app.on_upload(event, CONTEXT)
+    assert first["counts"] == second["counts"] == {"result": 1, "error": 0, "skipped": 0, "failed": 0}
+    assert keys(s3, "output/") == ["output/again.png.json"] and keys(s3, "errors/") == []
+
+
+def test_reupload_that_fixes_an_input_leaves_exactly_one_record(app: Any, s3: Any, seven_png: bytes) -> None:
+    app.on_upload(s3_notification(BUCKET, [upload(s3, "input/fixed.png", b"garbage")]), CONTEXT)
+    assert keys(s3, "errors/") == ["errors/fixed.png.json"]
+    app.on_upload(s3_notification(BUCKET, [upload(s3, "input/fixed.png", seven_png)]), CONTEXT)
+    assert keys(s3, "errors/") == [] and keys(s3, "output/") == ["output/fixed.png.json"]
+
+
+def test_sqs_batch_reports_only_messages_whose_inputs_could_not_be_recorded(
+    app: Any, s3: Any, seven_png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = s3_notification(BUCKET, [upload(s3, "input/ok.png", seven_png)])
+    corrupt = s3_notification(BUCKET, [upload(s3, "input/corrupt.png", b"nope")])
+    unlucky = s3_notification(BUCKET, [upload(s3, "input/unlucky.png", seven_png)])
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}
+    event = sqs_wrap([good, corrupt, unlucky, test_event])
+    storage = app.service().storage
+    real_fetch = storage.fetch
+
+    def flaky_fetch(source, max_bytes):
+        if source.key == "input/unlucky.png":
+            raise ConnectionError("S3 unavailable")
+        return real_fetch(source, max_bytes)
+
+    monkeypatch.setattr(storage, "fetch", flaky_fetch)
+    response = app.on_upload(event, CONTEXT)
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][2]["messageId"]}]}
+    assert keys(s3, "output/") == ["output/ok.png.json"]
+    assert keys(s3, "errors/") == ["errors/corrupt.png.json"]
+
+
+def test_direct_s3_event_with_an_infrastructure_failure_raises_for_a_retry(
+    app: Any, s3: Any, seven_png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = s3_notification(BUCKET, [upload(s3, "input/a.png", seven_png)])
+    storage = app.service().storage
+    monkeypatch.setattr(storage, "put_record", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
+    with pytest.raises(RuntimeError, match="not recorded"):
+        app.on_upload(event, CONTEXT)
+
+
+def test_bulk_batch_labels_items_and_skips_those_already_done(app: Any, s3: Any, seven_png: bytes) -> None:
+    items = []
+    for i in range(3):
+        key, etag, size = upload(s3, f"input/bulk/{i}.png", seven_png)
+        items.append({"Key": key, "ETag": f'"{etag}"', "Size": size})
+    event = {"Items": items, "BatchInput": {"bucket": BUCKET, "run_id": "r1"}}
+    assert app.bulk(event, CONTEXT)["counts"] == {"result": 3, "error": 0, "skipped": 0, "failed": 0}
+    assert app.bulk(event, CONTEXT)["counts"] == {"result": 0, "error": 0, "skipped": 3, "failed": 0}
+    key, etag, size = upload(s3, "input/bulk/1.png", png_bytes(draw_seven(150)))  # changed since: redo it
+    items[1] = {"Key": key, "ETag": f'"{etag}"', "Size": size}
+    assert app.bulk(event, CONTEXT)["counts"] == {"result": 1, "error": 0, "skipped": 2, "failed": 0}
+
+
+def test_summarize_folds_result_writer_output_into_the_run_summary(app: Any, s3: Any) -> None:
+    ok = {"counts": {"result": 5, "error": 1, "skipped": 2, "failed": 0}, "error_codes": {"Corrupt": 1}, "failures": []}
+    succeeded = [{"Status": "SUCCEEDED", "Output": json.dumps(ok)}] * 2
+    failed = [{"Status": "FAILED", "Error": "Lambda.Unknown", "Input": json.dumps({"Items": [{"Key": "input/x.png"}]})}]
+    s3.put_object(Bucket=BUCKET, Key="runs/r1/map/SUCCEEDED_0.json", Body=json.dumps(succeeded))
+    s3.put_object(Bucket=BUCKET, Key="runs/r1/map/FAILED_0.json", Body=json.dumps(failed))
+    manifest = {
+        "DestinationBucket": BUCKET,
+        "ResultFiles": {
+            "SUCCEEDED": [{"Key": "runs/r1/map/SUCCEEDED_0.json"}],
+            "FAILED": [{"Key": "runs/r1/map/FAILED_0.json"}],
+            "PENDING": [],
+        },
+    }
+    s3.put_object(Bucket=BUCKET, Key="runs/r1/map/manifest.json", Body=json.dumps(manifest))
+    event = {"run_id": "r1", "ResultWriterDetails": {"Bucket": BUCKET, "Key": "runs/r1/map/manifest.json"}}
+    assert app.summarize(event, CONTEXT)["total"] == 17
+    summary = record(s3, "runs/r1/summary.json")
+    assert summary["counts"] == {"result": 10, "error": 2, "skipped": 4, "failed": 1}
+    assert summary["failures"] == [{"key": "input/x.png", "reason": "Lambda.Unknown"}]
+    assert summary["error_codes"] == {"Corrupt": 2}
