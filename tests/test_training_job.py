@@ -1,0 +1,125 @@
+"""The training job end to end on a few hundred images: train, evaluate, export (parity), publish."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handler import model
+from handler.model import ModelError
+from handler.storage import Storage, WriteConflict
+from training import architectures
+from training.data import EMNIST_BALANCED_CLASSES, Emnist
+
+pytestmark = pytest.mark.slow
+
+
+def test_seed_architecture_is_exactly_the_reference() -> None:
+    seed = architectures.build("seed", 47)
+    assert seed.count_params() == 1_747_951
+    assert [type(layer).__name__ for layer in seed.layers] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Conv2D",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+        "Dense",
+    ]
+
+
+def test_default_architecture_stays_under_two_million_parameters() -> None:
+    assert architectures.build(architectures.DEFAULT_ARCHITECTURE, 47).count_params() <= 2_000_000
+
+
+def test_unknown_architecture_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="choose from seed"):
+        architectures.build("resnet", 47)
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> Emnist:
+    """470 synthetic images, 10 per class: class k is a bar at row k-dependent height, learnable in one epoch."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(47), 10)
+    images = np.zeros((len(labels), 28, 28), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        row, col = 2 + (label % 24), 2 + (label // 24) * 12
+        images[i, row : row + 3, col : col + 12] = 255
+        images[i] = np.clip(images[i] + rng.integers(0, 30, (28, 28)), 0, 255)
+    return Emnist(images, labels, EMNIST_BALANCED_CLASSES, ("synthetic",))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data: Emnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.evaluate import evaluate_run
+    from training.export import export_run
+    from training.train import train
+
+    run = tmp_path_factory.mktemp("run")
+    train(tiny_data, run, architecture="seed", epochs=1, val_fraction=0.2, data_label="synthetic", verbose=0)
+    evaluate_run(run, tiny_data)
+    export_run(run, tiny_data)
+    return run
+
+
+def test_one_epoch_smoke_run_writes_checkpoint_history_and_card(trained_run: Path) -> None:
+    assert (trained_run / "best.keras").exists()
+    history = (trained_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) == 2
+    card = (trained_run / "card.md").read_text()
+    for section in ("class-balanced accuracy", "Most confused pairs", "Per-class recall", "confusion.png", "Export"):
+        assert section in card
+    assert (trained_run / "confusion.png").stat().st_size > 1000 and (trained_run / "curves.png").exists()
+
+
+def test_export_parity_litert_matches_keras(trained_run: Path) -> None:
+    report = json.loads((trained_run / "export.json").read_text())
+    assert report["agreement"] >= 0.999
+    assert set(report["candidates"]) == {"float32", "float16", "dynamic_range"}
+    assert (trained_run / "export" / "model.tflite").exists() and (trained_run / "export" / "model.keras").exists()
+
+
+def test_publish_to_a_folder_is_write_once_and_loads(trained_run: Path, tmp_path: Path) -> None:
+    from training.publish import publish_run
+
+    uri = publish_run(trained_run, str(tmp_path), version="v1")
+    assert (tmp_path / "DEFAULT").read_text().strip() == "v1"
+    loaded = model.load(uri, tmp_path / "cache")
+    assert loaded.manifest.training["architecture"] == "seed" and loaded.classes == EMNIST_BALANCED_CLASSES
+    assert set(loaded.manifest.files) == {"model.tflite", "model.keras", "card.md", "curves.png", "confusion.png"}
+    with pytest.raises(WriteConflict):
+        publish_run(trained_run, str(tmp_path), version="v1")
+
+
+def test_publish_to_s3_round_trip_write_once_and_tamper_check(s3, trained_run: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from training.publish import publish_run
+
+    uri = publish_run(trained_run, "s3://test-bucket/models", version="v2")
+    assert uri == "s3://test-bucket/models/v2/"
+    loaded = model.load(uri, tmp_path / "cache", fetch=Storage().download)
+    assert loaded.manifest.version == "v2"
+    with pytest.raises(WriteConflict, match="already exists"):
+        publish_run(trained_run, "s3://test-bucket/models", version="v2")
+    with pytest.raises(WriteConflict):
+        Storage().upload_once(trained_run / "card.md", "test-bucket", "models/v2/card.md")
+    s3.put_object(Bucket="test-bucket", Key="models/v2/model.tflite", Body=b"tampered")
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(ModelError, match="does not match"):
+        model.load(uri, tmp_path / "cache", fetch=Storage().download)
+
+
+def test_training_cli_help_explains_the_steps() -> None:
+    from training.__main__ import build_parser
+
+    text = build_parser().format_help()
+    for word in ("train", "evaluate", "export", "publish", "run", "examples"):
+        assert word in text
