@@ -7,6 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TOOLS := .venv-tools
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONDONTWRITEBYTECODE := 1
+export SAM_CLI_TELEMETRY := 0
 
 .PHONY: help demo test lint unit template image-check bench train train-seed clean
 

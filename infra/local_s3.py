@@ -41,7 +41,8 @@ def embedded_s3() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {name: os.environ.get(name) for name in [*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL"]}
+    saved = {name: os.environ.get(name) for name in [*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
+    os.environ.pop("AWS_PROFILE", None)  # never fall back to a real account's profile
     os.environ.update({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
     try:
         yield endpoint

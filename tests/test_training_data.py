@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import glyph_array
 from training.data import (
     EMNIST_BALANCED_CLASSES,
     DataError,
@@ -18,7 +19,6 @@ from training.data import (
     read_idx_images,
     stratified_split,
 )
-from tests.conftest import glyph_array
 
 
 def upright_glyphs(n: int) -> np.ndarray:
@@ -33,7 +33,9 @@ def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, name: str = 
     header = struct.pack(">IIII", 0x803, len(images), 28, 28)
     (folder / f"{name}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + stored.tobytes()))
     label_header = struct.pack(">II", 0x801, len(labels))
-    (folder / f"{name}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(label_header + labels.astype(np.uint8).tobytes()))
+    (folder / f"{name}-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(label_header + labels.astype(np.uint8).tobytes())
+    )
     mapping = "\n".join(f"{i} {ord(c)}" for i, c in enumerate(EMNIST_BALANCED_CLASSES))
     (folder / "emnist-balanced-mapping.txt").write_text(mapping + "\n")
 
@@ -79,7 +81,7 @@ def test_folder_with_train_and_test_files_loads_both(tmp_path: Path) -> None:
     assert len(load_folder(tmp_path)) == 5
 
 
-def test_s3_prefix_is_downloaded_and_loaded(s3, tmp_path: Path) -> None:  # noqa: ANN001
+def test_s3_prefix_is_downloaded_and_loaded(s3, tmp_path: Path) -> None:
     write_idx(tmp_path, upright_glyphs(3), np.array([5, 6, 7]))
     for path in tmp_path.iterdir():
         s3.upload_file(str(path), "test-bucket", f"data/emnist/{path.name}")

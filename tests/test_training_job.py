@@ -100,7 +100,7 @@ def test_publish_to_a_folder_is_write_once_and_loads(trained_run: Path, tmp_path
         publish_run(trained_run, str(tmp_path), version="v1")
 
 
-def test_publish_to_s3_round_trip_write_once_and_tamper_check(s3, trained_run: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_publish_to_s3_round_trip_write_once_and_tamper_check(s3, trained_run: Path, tmp_path: Path) -> None:
     from training.publish import publish_run
 
     uri = publish_run(trained_run, "s3://test-bucket/models", version="v2")
