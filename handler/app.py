@@ -79,13 +79,20 @@ def _run(sources: list[Source], *, skip_existing: bool = False) -> list[Outcome]
 
 def _on_sqs(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """All messages' images are labelled as one batch; only messages with a failed input are retried."""
-    per_message = {
-        record["messageId"]: sources_from_s3_event(json.loads(record["body"])) for record in event["Records"]
-    }
+    per_message: dict[str, list[Source]] = {}
+    unreadable: set[str] = set()
+    for record in event["Records"]:
+        try:
+            per_message[record["messageId"]] = sources_from_s3_event(json.loads(record["body"]))
+        except (ValueError, KeyError, TypeError):
+            logger.exception("message is not an S3 notification", message_id=record["messageId"])
+            unreadable.add(record["messageId"])
     outcomes = _run([source for sources in per_message.values() for source in sources])
     failed = {(o.source.bucket, o.source.key) for o in outcomes if o.status == "failed"}
 
     def check(record: SQSRecord) -> None:
+        if record.message_id in unreadable:
+            raise ValueError("not an S3 event notification; left for the dead-letter queue")
         broken = [s.key for s in per_message[record.message_id] if (s.bucket, s.key) in failed]
         if broken:
             raise RuntimeError(f"inputs not recorded, will retry: {broken}")

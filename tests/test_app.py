@@ -168,3 +168,11 @@ def test_summarize_folds_result_writer_output_into_the_run_summary(app: Any, s3:
     assert summary["counts"] == {"result": 10, "error": 2, "skipped": 4, "failed": 1}
     assert summary["failures"] == [{"key": "input/x.png", "reason": "Lambda.Unknown"}]
     assert summary["error_codes"] == {"Corrupt": 2}
+
+
+def test_sqs_message_that_is_not_an_s3_notification_fails_alone(app: Any, s3: Any, seven_png: bytes) -> None:
+    event = sqs_wrap([s3_notification(BUCKET, [upload(s3, "input/fine.png", seven_png)])])
+    poison = dict(event["Records"][0], messageId="poison", body="{not json")
+    event["Records"].append(poison)
+    assert app.on_upload(event, CONTEXT) == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
+    assert keys(s3, "output/") == ["output/fine.png.json"]
