@@ -61,6 +61,8 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         )
     try:
         image.seek(0)
+        if image.format == "JPEG":  # decode big photos at a reduced DCT scale: no larger than we use
+            image.draft("L", (MAX_WORK_SIDE, MAX_WORK_SIDE))
         image.load()
         image = ImageOps.exif_transpose(image)
         return _to_gray(image)
