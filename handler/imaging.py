@@ -26,6 +26,8 @@ MIN_CONTRAST = 0.15
 MIN_INK_PIXELS = 4
 THIN_STROKE = 0.12  # relative stroke width below which strokes are thickened (EMNIST median: 0.17)
 TARGET_STROKE = 0.15
+UNEVEN_BORDER = 0.1  # border brightness spread above which lighting is flattened first
+BACKGROUND_SIDE = 64  # resolution of the background estimate
 
 
 class ImageError(ValueError):
@@ -132,6 +134,26 @@ def _gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
     return sum(w * rows[i : i + values.shape[0], :] for i, w in enumerate(taps)).astype(np.float32)
 
 
+def _flatten_background(ink: np.ndarray, frame: int) -> np.ndarray:
+    """Remove shadows and vignetting: subtract a grey-scale opening computed at low resolution.
+
+    Only where the page's border is uneven, so tight crops and clean scans pass untouched.
+    """
+    height, width = ink.shape
+    border = np.concatenate(
+        [ink[:frame].ravel(), ink[-frame:].ravel(), ink[:, :frame].ravel(), ink[:, -frame:].ravel()]
+    )
+    if min(height, width) < 64 or np.percentile(border, 95) - np.percentile(border, 5) < UNEVEN_BORDER:
+        return ink
+    scale = BACKGROUND_SIDE / max(height, width)
+    small = Image.fromarray(ink.astype(np.float32)).resize(
+        (max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX
+    )
+    opened = small.filter(ImageFilter.MinFilter(9)).filter(ImageFilter.MaxFilter(9))
+    background = np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(ink - background, 0.0, 1.0)
+
+
 def normalise(gray: np.ndarray) -> np.ndarray:
     """Grayscale page (either polarity) -> (28, 28) float32, white ink on black, EMNIST geometry."""
     height, width = gray.shape
@@ -147,6 +169,7 @@ def normalise(gray: np.ndarray) -> np.ndarray:
     if min(height, width) >= 64:  # photos and scans: drop salt noise before measuring the ink
         ink_u8 = Image.fromarray(np.round(ink * 255).astype(np.uint8)).filter(ImageFilter.MedianFilter(3))
         ink = np.asarray(ink_u8, dtype=np.float32) / 255.0
+    ink = _flatten_background(ink, frame)
     background = float(np.median(ink))
     peak = float(ink.max())  # after the median filter: a stroke, not a stray noisy pixel
     if peak - background < MIN_CONTRAST:

@@ -121,6 +121,15 @@ def test_off_centre_large_noisy_photo_matches_clean_glyph(seven: Image.Image) ->
     assert float(np.abs(glyph - reference(seven)).mean()) < 0.06
 
 
+def test_shadow_across_the_page_is_flattened(seven: Image.Image) -> None:
+    yy, xx = np.mgrid[0:600, 0:800]
+    page = 230.0 - 100 * (xx / 800) ** 1.5 - 50 * (yy / 600)  # darker toward one corner
+    ink = np.asarray(seven, dtype=float) / 255
+    page[150:350, 100:300] = page[150:350, 100:300] * ink + 20 * (1 - ink)
+    photo = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+    assert similar(prepare(png_bytes(photo, format="JPEG", quality=85), LIMIT), reference(seven))
+
+
 def test_tall_glyph_keeps_its_aspect_ratio() -> None:
     image = Image.new("L", (300, 300), 255)
     image.paste(0, (140, 30, 160, 270))  # a '1': 20 wide, 240 tall
