@@ -87,10 +87,15 @@ class Storage:
         self.s3.delete_object(Bucket=bucket, Key=key)
 
     def record_metadata(self, bucket: str, key: str) -> dict[str, str] | None:
+        """A record's metadata, or None if it is absent.
+
+        Without s3:ListBucket (least privilege), S3 answers HEAD on a missing key with 403, not
+        404; both mean "not recorded yet", and at worst an input is labelled again.
+        """
         try:
             return dict(self.s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}))
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden"):
                 return None
             raise
 

@@ -176,3 +176,17 @@ def test_sqs_message_that_is_not_an_s3_notification_fails_alone(app: Any, s3: An
     event["Records"].append(poison)
     assert app.on_upload(event, CONTEXT) == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     assert keys(s3, "output/") == ["output/fine.png.json"]
+
+
+def test_bulk_treats_a_forbidden_record_head_as_not_yet_recorded(
+    app: Any, s3: Any, seven_png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Least-privilege roles have no s3:ListBucket, so S3 answers HEAD on a missing record with 403."""
+    from botocore.exceptions import ClientError
+
+    key, etag, size = upload(s3, "input/bulk/x.png", seven_png)
+    storage = app.service().storage
+    forbidden = ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+    monkeypatch.setattr(storage.s3, "head_object", lambda **kwargs: (_ for _ in ()).throw(forbidden))
+    event = {"Items": [{"Key": key, "ETag": etag, "Size": size}], "BatchInput": {"bucket": BUCKET}}
+    assert app.bulk(event, CONTEXT)["counts"]["result"] == 1
