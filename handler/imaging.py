@@ -134,15 +134,19 @@ def _gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
     return sum(w * rows[i : i + values.shape[0], :] for i, w in enumerate(taps)).astype(np.float32)
 
 
+def _border(values: np.ndarray, frame: int) -> np.ndarray:
+    return np.concatenate(
+        [values[:frame].ravel(), values[-frame:].ravel(), values[:, :frame].ravel(), values[:, -frame:].ravel()]
+    )
+
+
 def _flatten_background(ink: np.ndarray, frame: int) -> np.ndarray:
     """Remove shadows and vignetting: subtract a grey-scale opening computed at low resolution.
 
     Only where the page's border is uneven, so tight crops and clean scans pass untouched.
     """
     height, width = ink.shape
-    border = np.concatenate(
-        [ink[:frame].ravel(), ink[-frame:].ravel(), ink[:, :frame].ravel(), ink[:, -frame:].ravel()]
-    )
+    border = _border(ink, frame)
     if min(height, width) < 64 or np.percentile(border, 95) - np.percentile(border, 5) < UNEVEN_BORDER:
         return ink
     scale = BACKGROUND_SIDE / max(height, width)
@@ -162,10 +166,7 @@ def normalise(gray: np.ndarray) -> np.ndarray:
         gray = _resize(gray, max(1, round(width * factor)), max(1, round(height * factor)), Image.Resampling.BOX)
         height, width = gray.shape
     frame = max(1, round(0.05 * min(height, width)))
-    border = np.concatenate(
-        [gray[:frame].ravel(), gray[-frame:].ravel(), gray[:, :frame].ravel(), gray[:, -frame:].ravel()]
-    )
-    ink = 1.0 - gray if np.median(border) > 0.5 else gray
+    ink = 1.0 - gray if np.median(_border(gray, frame)) > 0.5 else gray  # paper is what the border shows
     if min(height, width) >= 64:  # photos and scans: drop salt noise before measuring the ink
         ink_u8 = Image.fromarray(np.round(ink * 255).astype(np.uint8)).filter(ImageFilter.MedianFilter(3))
         ink = np.asarray(ink_u8, dtype=np.float32) / 255.0
