@@ -50,7 +50,10 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
         print(f"on_upload: {len(notifications)} SQS messages, {len(response['batchItemFailures'])} failed", file=out)
         print(f"model: {app.service().model_info.version}\n", file=out)
 
-        print(f"{'input':<38} {'label':>5} {'conf':>6}  {'alternatives / error':<40}", file=out)
+        print(
+            f"{'input (true character after the dash)':<38} {'label':>5} {'conf':>6}  {'alternatives / error':<40}",
+            file=out,
+        )
         print("-" * 92, file=out)
         for key, _ in uploads:
             rel = key.removeprefix("input/")
@@ -66,6 +69,11 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
                     )
                 else:
                     alternatives = ", ".join(f"{t['label']} {t['confidence']:.2f}" for t in record["top"][1:3])
-                    print(f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}", file=out)
+                    expected = Path(rel).stem.rpartition("-")[2]
+                    mark = "" if not expected else (" ok" if expected == record["label"] else " x")
+                    print(
+                        f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}{mark:>8}",
+                        file=out,
+                    )
         print(f"\nrecords: s3://{BUCKET}/output/demo/*.json and s3://{BUCKET}/errors/demo/*.json", file=out)
     return 0
