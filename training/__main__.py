@@ -41,6 +41,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1234, help="random seed for split, init and shuffling")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="stratified validation share")
     parser.add_argument("--limit", type=int, help="use only the first N images (smoke runs)")
+    parser.add_argument("--init-from", type=Path, help="fine-tune: start from this run folder's best weights")
+    parser.add_argument("--learning-rate", type=float, help="override the recipe's peak learning rate")
+    parser.add_argument("--no-augment", action="store_true", help="train without random affine distortions")
 
 
 def _add_publish(parser: argparse.ArgumentParser, *, required: bool) -> None:

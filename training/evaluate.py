@@ -202,6 +202,7 @@ def write_card(run_dir: Path) -> Path:
         f" `{recipe.monitor}`, best checkpoint kept",
         f"- class imbalance: {'inverse-frequency sample weights' if recipe.balance_classes else 'none (reference recipe)'}",
         f"- augmentation: {'random affine (rotation ±10°, scale 0.9-1.1, shear ±0.15, shift ±2 px)' if recipe.augment else 'none'}",
+        *([f"- fine-tuned from the best weights of `{config.init_from}`"] if config.init_from else []),
         f"- seed {config.seed}, code commit `{config.commit}`",
         "",
     ]

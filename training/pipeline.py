@@ -15,6 +15,15 @@ def load_data(args: argparse.Namespace) -> Emnist:
     return dataset
 
 
+def recipe_overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    if args.learning_rate is not None:
+        overrides["learning_rate"] = args.learning_rate
+    if args.no_augment:
+        overrides["augment"] = False
+    return overrides
+
+
 def do_train(args: argparse.Namespace, dataset: Emnist) -> None:
     from training.train import train
 
@@ -27,6 +36,8 @@ def do_train(args: argparse.Namespace, dataset: Emnist) -> None:
         val_fraction=args.val_fraction,
         data_label=args.data,
         limit=args.limit,
+        init_from=args.init_from,
+        recipe_overrides=recipe_overrides(args),
     )
     print(f"trained {config.architecture} ({config.parameters:,} parameters) -> {args.run / 'best.keras'}")
 

@@ -64,6 +64,7 @@ class RunConfig:
     parameters: int
     commit: str
     limit: int | None = None  # only the first N images were used (smoke runs)
+    init_from: str | None = None  # run folder whose best weights this run started from (fine-tuning)
 
     @classmethod
     def read(cls, run_dir: Path) -> RunConfig:
@@ -164,6 +165,8 @@ def train(
     val_fraction: float = 0.15,
     data_label: str = "",
     limit: int | None = None,
+    init_from: Path | None = None,
+    recipe_overrides: dict[str, Any] | None = None,
     verbose: int = 2,
 ) -> RunConfig:
     """Train (or resume) a run; returns its config. The best checkpoint is ``run_dir/best.keras``."""
@@ -172,6 +175,8 @@ def train(
     recipe = RECIPES.get(architecture, RECIPES[architectures.DEFAULT_ARCHITECTURE])
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
+    if recipe_overrides:
+        recipe = replace(recipe, **recipe_overrides)
     keras.utils.set_random_seed(seed)
     split = stratified_split(data.labels, val_fraction, seed)
     n_classes = len(data.classes)
@@ -180,6 +185,8 @@ def train(
     val_weights = class_weights(data.labels[split.val], n_classes)
 
     model = architectures.build(architecture, n_classes)
+    if init_from is not None:
+        model.set_weights(keras.models.load_model(init_from / "best.keras").get_weights())
     steps = int(np.ceil(len(split.train) / recipe.batch_size))
     compile_model(model, recipe, steps)
     config = RunConfig(
@@ -194,6 +201,7 @@ def train(
         parameters=model.count_params(),
         commit=git_commit(),
         limit=limit,
+        init_from=str(init_from) if init_from else None,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = (run_dir / "backup").exists()
@@ -220,5 +228,6 @@ def train(
         epochs=recipe.epochs,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # the dataset is already shuffled each epoch
     )
     return config
