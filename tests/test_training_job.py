@@ -88,6 +88,14 @@ def test_export_parity_litert_matches_keras(trained_run: Path) -> None:
     assert (trained_run / "export" / "model.tflite").exists() and (trained_run / "export" / "model.keras").exists()
 
 
+def test_exported_keras_model_has_no_optimizer_state(trained_run: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(trained_run / "export" / "model.keras") as archive:
+        weights = archive.read("model.weights.h5")
+    assert b"optimizer" not in weights
+
+
 def test_publish_to_a_folder_is_write_once_and_loads(trained_run: Path, tmp_path: Path) -> None:
     from training.publish import publish_run
 

@@ -145,6 +145,20 @@ def read_report(run_dir: Path) -> Report:
     return Report(**raw)
 
 
+def _base_run_line(base: Path) -> str:
+    """Fine-tuned runs: say what the starting weights cost, so the card's totals are not misread."""
+    history = read_history(base) if base.exists() else []
+    if not history:
+        return f"- fine-tuned from the best weights of `{base}`"
+    minutes = sum(row.get("epoch_seconds", 0.0) for row in history) / 60
+    recipe = RunConfig.read(base).recipe
+    return (
+        f"- fine-tuned from the best weights of `{base}`: {len(history)} epochs, {minutes:.0f} min, lr {recipe.learning_rate}"
+        f"{' cosine' if recipe.cosine_schedule else ''}, augmentation {'on' if recipe.augment else 'off'};"
+        " the table above covers the fine-tuning only"
+    )
+
+
 def write_card(run_dir: Path) -> Path:
     """Render card.md from the run's config, report and (once exported) export check."""
     config = RunConfig.read(run_dir)
@@ -202,7 +216,7 @@ def write_card(run_dir: Path) -> Path:
         f" `{recipe.monitor}`, best checkpoint kept",
         f"- class imbalance: {'inverse-frequency sample weights' if recipe.balance_classes else 'none (reference recipe)'}",
         f"- augmentation: {'random affine (rotation ±10°, scale 0.9-1.1, shear ±0.15, shift ±2 px)' if recipe.augment else 'none'}",
-        *([f"- fine-tuned from the best weights of `{config.init_from}`"] if config.init_from else []),
+        *([_base_run_line(Path(config.init_from))] if config.init_from else []),
         f"- seed {config.seed}, code commit `{config.commit}`",
         "",
     ]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from handler.model import RUNTIME_FILE, Classifier, Manifest
+from training import architectures
 from training.data import Emnist
 from training.evaluate import EXPORT_REPORT, summarise, validation_set, write_card
 
@@ -71,10 +72,10 @@ def predict_in_batches(classifier: Classifier, images: np.ndarray, batch: int = 
 def export_run(run_dir: Path, data: Emnist) -> ExportResult:
     import keras
 
-    images, labels, _ = validation_set(run_dir, data)
+    images, labels, config = validation_set(run_dir, data)
     classes = data.classes
     trained = keras.models.load_model(run_dir / "best.keras")
-    inference = keras.models.clone_model(trained)  # no optimizer state: smaller, for fine-tuning
+    inference = architectures.build(config.architecture, len(classes))  # never compiled: no optimizer state
     inference.set_weights(trained.get_weights())
     reference = inference.predict(images, batch_size=512, verbose=0).argmax(axis=1)
 

@@ -72,6 +72,7 @@ def publish_run(run_dir: Path, root: str, version: str | None = None, storage: S
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             stage(run_dir, Path(tmp), version)
+            Path(tmp).chmod(0o755)
             Path(tmp).rename(target)
         (Path(root) / DEFAULT_POINTER).write_text(version + "\n")
         return str(target)
