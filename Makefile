@@ -57,8 +57,10 @@ bench: $(VENV)/.dev  ## cold start, throughput vs naive TensorFlow, accuracy on 
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/photo_accuracy.py
 
-train: $(VENV)/.dev  ## train, evaluate, export and publish the default architecture into models/
-	$(PY) -m training run --run runs/default --publish models
+train: $(VENV)/.dev  ## the bundled model's recipe: 30 augmented epochs, 6 fine-tuning epochs, publish into models/
+	$(PY) -m training train --arch bn_cnn --run runs/bn_cnn
+	$(PY) -m training run --arch bn_cnn --init-from runs/bn_cnn --epochs 6 --learning-rate 3e-4 --no-augment \
+		--run runs/bn_cnn_ft --publish models
 
 train-seed: $(VENV)/.dev  ## the reference CNN with the reference recipe
 	$(PY) -m training run --arch seed --run runs/seed
