@@ -23,7 +23,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from handler.config import Settings
     from handler.imaging import ImageError
     from handler.pipeline import label, local_source
-    from handler.records import ErrorCode
+    from handler.records import ErrorCode, Source
     from handler.storage import Storage
 
     if not args.folder.is_dir():
@@ -38,8 +38,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             size = path.stat().st_size
             if size > settings.max_object_bytes:
                 message = f"file is {size:,} bytes; the limit is {settings.max_object_bytes:,} (MAX_OBJECT_BYTES)"
-                source = local_source(str(path), b"")
-                items.append((source, ImageError(ErrorCode.TOO_LARGE, message)))
+                items.append((Source(None, str(path), None, size), ImageError(ErrorCode.TOO_LARGE, message)))
                 continue
             data = path.read_bytes()
             items.append((local_source(str(path), data), data))
