@@ -40,9 +40,9 @@ lint: $(VENV)/.dev  ## ruff + hadolint
 unit: $(VENV)/.dev  ## pytest: unit, integration (moto) and end-to-end (moto server over HTTP)
 	$(PY) -m pytest -q
 
-$(TOOLS)/.sam:
+$(TOOLS)/.sam: requirements/tools.txt
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip --disable-pip-version-check -q install aws-sam-cli cfn-lint
+	$(TOOLS)/bin/python -m pip --disable-pip-version-check -q install -r requirements/tools.txt
 	@touch $@
 
 template: $(TOOLS)/.sam  ## cfn-lint and sam validate --lint on template.yaml
