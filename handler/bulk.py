@@ -32,21 +32,36 @@ def batch_result(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
+class RunTotals:
+    """Batch results folded as they arrive: constant work per batch, however long the run."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter({status: 0 for status in STATUSES})
+        self.codes: Counter[str] = Counter()
+        self.failures: list[dict[str, Any]] = []
+        self.failures_seen = 0
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.counts.update(result["counts"])
+        self.codes.update(result["error_codes"])
+        self.failures_seen += len(result["failures"])
+        self.failures.extend(result["failures"][: MAX_LISTED_FAILURES - len(self.failures)])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counts": {status: self.counts[status] for status in STATUSES},
+            "total": sum(self.counts.values()),
+            "error_codes": dict(self.codes),
+            "failures": list(self.failures),
+            "failures_truncated": self.failures_seen > len(self.failures),
+        }
+
+
 def merge(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    counts: Counter[str] = Counter()
-    codes: Counter[str] = Counter()
-    failures: list[dict[str, Any]] = []
+    totals = RunTotals()
     for result in results:
-        counts.update(result["counts"])
-        codes.update(result["error_codes"])
-        failures.extend(result["failures"])
-    return {
-        "counts": {status: counts.get(status, 0) for status in STATUSES},
-        "total": sum(counts.values()),
-        "error_codes": dict(codes),
-        "failures": failures[:MAX_LISTED_FAILURES],
-        "failures_truncated": len(failures) > MAX_LISTED_FAILURES,
-    }
+        totals.add(result)
+    return totals.as_dict()
 
 
 def summary(run_id: str, bucket: str, service: Service, merged: dict[str, Any], started_at: str) -> dict[str, Any]:
@@ -89,15 +104,14 @@ def run_prefix(
     started = utc_now()
     prefix = service.settings.input_prefix
     sources = (s for s in service.storage.list_objects(bucket, prefix) if is_input(s.key, prefix))
-    results = []
+    totals = RunTotals()
     seen = 0
     for batch in chunks(sources, batch_size):
-        result = batch_result(process(batch, service, skip_existing=True))
-        results.append(result)
+        totals.add(batch_result(process(batch, service, skip_existing=True)))
         seen += len(batch)
         if progress:
-            progress(seen, merge(results)["counts"])
-    body = summary(run_id, bucket, service, merge(results), started)
+            progress(seen, dict(totals.counts))
+    body = summary(run_id, bucket, service, totals.as_dict(), started)
     service.storage.put_json(bucket, summary_key(service, run_id), body)
     return body
 
