@@ -57,13 +57,6 @@ class RunTotals:
         }
 
 
-def merge(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    totals = RunTotals()
-    for result in results:
-        totals.add(result)
-    return totals.as_dict()
-
-
 def summary(run_id: str, bucket: str, service: Service, merged: dict[str, Any], started_at: str) -> dict[str, Any]:
     return {
         "schema": "handwriting-ocr/run-summary/1",
@@ -111,33 +104,35 @@ def run_prefix(
         seen += len(batch)
         if progress:
             progress(seen, dict(totals.counts))
-    body = summary(run_id, bucket, service, totals.as_dict(), started)
-    service.storage.put_json(bucket, summary_key(service, run_id), body)
-    return body
+    return write_summary(service, bucket, run_id, totals, started)
 
 
 def summarise_result_writer(service: Service, bucket: str, manifest_key: str, run_id: str) -> dict[str, Any]:
     """Fold a Distributed Map's ResultWriter output (manifest + result files) into one summary."""
     storage = service.storage
     manifest = storage.get_json(bucket, manifest_key)
-    results = []
+    totals = RunTotals()
     for status, files in manifest.get("ResultFiles", {}).items():
         for entry in files:
             for execution in storage.get_json(manifest.get("DestinationBucket", bucket), entry["Key"]):
                 if status == "SUCCEEDED" and execution.get("Output"):
-                    results.append(json.loads(execution["Output"]))
+                    totals.add(json.loads(execution["Output"]))
                 else:
                     items = json.loads(execution.get("Input") or "{}").get("Items", [])
                     reason = execution.get("Error") or execution.get("Cause") or status
-                    results.append(
+                    totals.add(
                         {
                             "counts": {"failed": len(items)},
                             "error_codes": {},
                             "failures": [{"key": item.get("Key"), "reason": reason} for item in items],
                         }
                     )
-    body = summary(run_id, bucket, service, merge(results), manifest.get("StartDate", ""))
-    storage.put_json(bucket, summary_key(service, run_id), body)
+    return write_summary(service, bucket, run_id, totals, manifest.get("StartDate", ""))
+
+
+def write_summary(service: Service, bucket: str, run_id: str, totals: RunTotals, started_at: str) -> dict[str, Any]:
+    body = summary(run_id, bucket, service, totals.as_dict(), started_at)
+    service.storage.put_json(bucket, summary_key(service, run_id), body)
     return body
 
 

@@ -143,8 +143,8 @@ def process(sources: Sequence[Source], service: Service, *, skip_existing: bool 
             items.append((index, fetched))
     records = label([item for _, item in items], service.classifier, settings.max_pixels, settings.top_k)
 
-    def write(job: tuple[int, Source, dict[str, Any]]) -> Outcome:
-        _index, source, record = job
+    def write(job: tuple[Source, dict[str, Any]]) -> Outcome:
+        source, record = job
         bucket = str(source.bucket)
         errored = is_error(record)
         key = record_key(
@@ -161,8 +161,8 @@ def process(sources: Sequence[Source], service: Service, *, skip_existing: bool 
         code = record["error"]["code"] if errored else None
         return Outcome(source, "error" if errored else "result", record_key=key, error_code=code)
 
-    jobs = [(index, source, record) for (index, (source, _)), record in zip(items, records, strict=True)]
-    for (index, _, _), outcome in zip(jobs, _map(write, jobs, workers), strict=True):
+    jobs = [(source, record) for (_, (source, _)), record in zip(items, records, strict=True)]
+    for (index, _), outcome in zip(items, _map(write, jobs, workers), strict=True):
         outcomes[index] = outcome
     return [outcomes[index] for index in range(len(sources))]
 

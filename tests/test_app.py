@@ -193,10 +193,13 @@ def test_bulk_treats_a_forbidden_record_head_as_not_yet_recorded(
 
 
 def test_run_totals_cap_the_listed_failures_but_count_them_all() -> None:
-    from handler.bulk import MAX_LISTED_FAILURES, merge
+    from handler.bulk import MAX_LISTED_FAILURES, RunTotals
 
     failure = {"key": "input/x.png", "reason": "ConnectionError"}
     batch = {"counts": {"failed": 600}, "error_codes": {}, "failures": [failure] * 600}
-    merged = merge([batch, batch])
+    totals = RunTotals()
+    totals.add(batch)
+    totals.add(batch)
+    merged = totals.as_dict()
     assert merged["counts"]["failed"] == 1200 and merged["total"] == 1200
     assert len(merged["failures"]) == MAX_LISTED_FAILURES and merged["failures_truncated"]
