@@ -160,16 +160,15 @@ def load(source: str) -> Emnist:
     """Load EMNIST from a local folder or an ``s3://bucket/prefix`` (downloaded to a temp dir)."""
     if not source.startswith("s3://"):
         return load_folder(Path(source))
-    import boto3
+    from handler.storage import Storage, parse_s3_uri
 
-    bucket, _, prefix = source.removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3")
+    bucket, prefix = parse_s3_uri(source)
+    storage = Storage()
     with tempfile.TemporaryDirectory() as tmp:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                name = item["Key"].rsplit("/", 1)[-1]
-                if name:
-                    s3.download_file(bucket, item["Key"], str(Path(tmp) / name))
+        for item in storage.list_objects(bucket, prefix):
+            name = item.key.rsplit("/", 1)[-1]
+            if name:
+                storage.download(f"s3://{bucket}/{item.key}", Path(tmp) / name)
         return load_folder(Path(tmp))
 
 
