@@ -46,7 +46,7 @@ $(TOOLS)/.sam: requirements/tools.txt
 	@touch $@
 
 template: $(TOOLS)/.sam  ## cfn-lint and sam validate --lint on template.yaml
-	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/cfn-lint --include-checks I -- template.yaml
 	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam validate --lint --template template.yaml
 
 image-check:  ## install the image's runtime requirements in a clean venv, import the entry points, print size

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes import S3Event, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler.bulk import batch_result, is_input, summarise_result_writer
+from handler.bulk import batch_result, is_input, summarise_failed_run, summarise_result_writer
 from handler.config import Settings
 from handler.pipeline import Outcome, Service, process
 from handler.records import Source
@@ -116,14 +116,22 @@ def on_upload(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return batch_result(outcomes)
 
 
+def source_from_map_item(item: dict[str, Any], bucket: str) -> Source:
+    """One Distributed Map item. Step Functions' S3 item reader spells it ``Etag`` (with quotes) and
+    gives ``LastModified`` as epoch seconds; ListObjectsV2 and our own events say ``ETag``: take both."""
+    etag = item.get("Etag", item.get("ETag")) or ""
+    size = item.get("Size")
+    return Source(bucket, item["Key"], str(etag).strip('"') or None, int(size) if size is not None else None)
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """One Distributed Map batch: ``{"Items": [{"Key", "ETag", "Size"}...], "BatchInput": {"bucket"}}``."""
+    """One Distributed Map batch: ``{"Items": [{"Key", "Etag", "Size", ...}], "BatchInput": {"bucket"}}``."""
     bucket = event.get("BatchInput", {}).get("bucket") or settings.bucket
     sources = [
-        Source(bucket, item["Key"], str(item.get("ETag", "")).strip('"') or None, item.get("Size"))
+        source_from_map_item(item, bucket)
         for item in event.get("Items", [])
         if is_input(item["Key"], settings.input_prefix)
     ]
@@ -133,8 +141,16 @@ def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def summarize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """After the map: ``{"run_id", "ResultWriterDetails": {"Bucket", "Key"}}`` -> runs/<id>/summary.json."""
-    details = event["ResultWriterDetails"]
-    body = summarise_result_writer(service(), details["Bucket"], details["Key"], event["run_id"])
-    logger.info("run summarised", run_id=event["run_id"], counts=body["counts"])
-    return {"run_id": event["run_id"], "counts": body["counts"], "total": body["total"]}
+    """After the map: ``{"run_id", "ResultWriterDetails": {"Bucket", "Key"}}`` -> runs/<id>/summary.json.
+
+    When the map itself failed the state machine sends ``{"run_id", "error": {"Error", "Cause"}}``
+    instead; the summary then records the failure so a run never ends without one.
+    """
+    if "error" in event:
+        body = summarise_failed_run(service(), event.get("bucket") or settings.bucket, event["run_id"], event["error"])
+        logger.error("bulk run failed", run_id=event["run_id"], error=body["error"])
+    else:
+        details = event["ResultWriterDetails"]
+        body = summarise_result_writer(service(), details["Bucket"], details["Key"], event["run_id"])
+        logger.info("run summarised", run_id=event["run_id"], counts=body["counts"])
+    return {"run_id": event["run_id"], "status": body["status"], "counts": body["counts"], "total": body["total"]}

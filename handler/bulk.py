@@ -57,10 +57,19 @@ class RunTotals:
         }
 
 
-def summary(run_id: str, bucket: str, service: Service, merged: dict[str, Any], started_at: str) -> dict[str, Any]:
+def summary(
+    run_id: str,
+    bucket: str,
+    service: Service,
+    merged: dict[str, Any],
+    started_at: str,
+    error: dict[str, str] | None = None,
+) -> dict[str, Any]:
     return {
         "schema": "handwriting-ocr/run-summary/1",
         "run_id": run_id,
+        "status": "FAILED" if error else "SUCCEEDED",
+        **({"error": error} if error else {}),
         "bucket": bucket,
         "input_prefix": service.settings.input_prefix,
         "model": {"version": service.model_info.version, "sha256": service.model_info.sha256},
@@ -130,8 +139,21 @@ def summarise_result_writer(service: Service, bucket: str, manifest_key: str, ru
     return write_summary(service, bucket, run_id, totals, manifest.get("StartDate", ""))
 
 
-def write_summary(service: Service, bucket: str, run_id: str, totals: RunTotals, started_at: str) -> dict[str, Any]:
-    body = summary(run_id, bucket, service, totals.as_dict(), started_at)
+def summarise_failed_run(service: Service, bucket: str, run_id: str, error: dict[str, Any]) -> dict[str, Any]:
+    """The map failed as a whole (its listing was denied, too many batches failed): say so in the summary."""
+    reason = {"error": str(error.get("Error", "")), "cause": str(error.get("Cause", ""))[:4096]}
+    return write_summary(service, bucket, run_id, RunTotals(), "", error=reason)
+
+
+def write_summary(
+    service: Service,
+    bucket: str,
+    run_id: str,
+    totals: RunTotals,
+    started_at: str,
+    error: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    body = summary(run_id, bucket, service, totals.as_dict(), started_at, error)
     service.storage.put_json(bucket, summary_key(service, run_id), body)
     return body
 

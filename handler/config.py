@@ -49,6 +49,8 @@ class Settings:
         for name, value in prefixes.items():
             if not value.endswith("/") or value.startswith("/") or value == "/":
                 raise ConfigError(f"{name}={value!r}: a prefix is a folder such as 'input/' (no leading '/')")
+            if any(char in value for char in "*?"):
+                raise ConfigError(f"{name}={value!r}: '*' and '?' are IAM wildcards and cannot be in a prefix")
         for name, value in prefixes.items():
             for other, other_value in prefixes.items():
                 if name != other and value.startswith(other_value):

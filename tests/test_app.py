@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,3 +204,32 @@ def test_run_totals_cap_the_listed_failures_but_count_them_all() -> None:
     merged = totals.as_dict()
     assert merged["counts"]["failed"] == 1200 and merged["total"] == 1200
     assert len(merged["failures"]) == MAX_LISTED_FAILURES and merged["failures_truncated"]
+
+
+DOCS = Path(__file__).resolve().parent / "fixtures" / "aws_docs"
+
+
+def test_bulk_skips_finished_inputs_given_the_item_shape_step_functions_documents(
+    app: Any, s3: Any, seven_png: bytes
+) -> None:
+    """The S3 item reader says ``Etag`` (quoted) and epoch ``LastModified``; a rerun must still skip."""
+    event = json.loads((DOCS / "distributed-map-listobjectsv2-batch.json").read_text())
+    event["BatchInput"]["bucket"] = BUCKET
+    for item in event["Items"]:
+        etag = upload(s3, item["Key"], seven_png)[1]
+        item["Etag"] = f'"{etag}"'  # the documented spelling and quoting, with this object's real ETag
+        assert "ETag" not in item and isinstance(item["LastModified"], int)
+    assert app.bulk(event, CONTEXT)["counts"] == {"result": 2, "error": 0, "skipped": 0, "failed": 0}
+    assert app.bulk(event, CONTEXT)["counts"] == {"result": 0, "error": 0, "skipped": 2, "failed": 0}
+
+
+def test_summarize_records_a_failed_map_so_no_run_ends_without_a_summary(app: Any, s3: Any) -> None:
+    event = json.loads(
+        (Path(__file__).resolve().parent.parent / "infra" / "events" / "summarize-failed.json").read_text()
+    )
+    event["bucket"] = BUCKET
+    response = app.summarize(event, CONTEXT)
+    assert response["status"] == "FAILED" and response["total"] == 0
+    summary = record(s3, "runs/example-run/summary.json")
+    assert summary["status"] == "FAILED"
+    assert summary["error"]["error"] == "States.ExceedToleratedFailureThreshold"
