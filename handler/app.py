@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.bulk import batch_result, is_input, summarise_failed_run, summarise_result_writer
 from handler.config import Settings
-from handler.pipeline import Outcome, Service, process
+from handler.pipeline import Deadline, Outcome, Service, process
 from handler.records import Source
 
 logger = Logger()
@@ -42,18 +42,48 @@ def service() -> Service:
     return loaded
 
 
-def sources_from_s3_event(event: dict[str, Any]) -> list[Source]:
-    """Every record's object (keys URL-decoded), minus test events and keys outside the input prefix."""
+service()  # Lambda's init phase: a missing or inconsistent model fails here, naming MODEL_URI, before any event
+
+
+class NotAnS3Notification(ValueError):
+    """A message body that is not an S3 event notification (or one with fields of the wrong type)."""
+
+
+def sources_from_s3_event(event: Any) -> list[Source]:
+    """Every record's object (keys URL-decoded), minus test events and keys outside the input prefix.
+
+    Raises :class:`NotAnS3Notification` for anything malformed, so only that message fails.
+    """
+    if not isinstance(event, dict) or "Records" not in event:
+        if isinstance(event, dict) and event.get("Event") == "s3:TestEvent":
+            return []
+        raise NotAnS3Notification("no Records: not an S3 event notification")
     sources = []
-    for record in S3Event(event).records if "Records" in event else []:
-        if not record.event_name.startswith("ObjectCreated"):
-            continue
-        obj = record.s3.get_object
-        key = unquote_plus(obj.key)
-        if not is_input(key, settings.input_prefix):
-            logger.warning("ignoring key outside the input prefix", key=key)
-            continue
-        sources.append(Source(record.s3.bucket.name, key, obj.etag or None, obj.size))
+    try:
+        for record in S3Event(event).records:
+            name, key, bucket = record.event_name, record.s3.get_object.key, record.s3.bucket.name
+            if not all(isinstance(value, str) and value for value in (name, key, bucket)):
+                raise NotAnS3Notification(f"eventName, key and bucket must be non-empty strings: {name!r} {key!r}")
+            if not name.startswith("ObjectCreated"):
+                continue
+            obj = record.s3.get_object
+            key = unquote_plus(key)
+            if not is_input(key, settings.input_prefix):
+                logger.warning("ignoring key outside the input prefix", key=key)
+                continue
+            etag, size = obj.get("eTag"), obj.get("size")
+            sources.append(
+                Source(
+                    bucket,
+                    key,
+                    etag if isinstance(etag, str) and etag else None,
+                    size if isinstance(size, int) else None,
+                )
+            )
+    except NotAnS3Notification:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise NotAnS3Notification(f"malformed S3 notification: {exc!r}") from exc
     return sources
 
 
@@ -64,15 +94,22 @@ def _record_metrics(outcomes: list[Outcome], seconds: float) -> None:
     metrics.add_metric(name="ImagesSkipped", unit=MetricUnit.Count, value=counts["skipped"])
     metrics.add_metric(name="InfrastructureFailures", unit=MetricUnit.Count, value=counts["failed"])
     metrics.add_metric(name="BatchLatency", unit=MetricUnit.Milliseconds, value=round(seconds * 1000, 1))
+    metrics.add_metric(name="ImagesDeferred", unit=MetricUnit.Count, value=counts["deferred"])
     for outcome in outcomes:
         if outcome.status == "failed":
             logger.error("input failed; will be retried", key=outcome.source.key, reason=outcome.failure)
+        elif outcome.status == "deferred":
+            logger.warning("input deferred: no time left in this invocation", key=outcome.source.key)
+
+
+RETRY = ("failed", "deferred")  # statuses whose inputs are handed back for another attempt
 
 
 @tracer.capture_method
-def _run(sources: list[Source], *, skip_existing: bool = False) -> list[Outcome]:
+def _run(sources: list[Source], context: LambdaContext | None, *, skip_existing: bool = False) -> list[Outcome]:
     started = time.perf_counter()
-    outcomes = process(sources, service(), skip_existing=skip_existing)
+    deadline = Deadline(context.get_remaining_time_in_millis) if context else None
+    outcomes = process(sources, service(), skip_existing=skip_existing, deadline=deadline)
     _record_metrics(outcomes, time.perf_counter() - started)
     return outcomes
 
@@ -87,8 +124,8 @@ def _on_sqs(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         except (ValueError, KeyError, TypeError):
             logger.exception("message is not an S3 notification", message_id=record["messageId"])
             unreadable.add(record["messageId"])
-    outcomes = _run([source for sources in per_message.values() for source in sources])
-    failed = {(o.source.bucket, o.source.key) for o in outcomes if o.status == "failed"}
+    outcomes = _run([source for sources in per_message.values() for source in sources], context)
+    failed = {(o.source.bucket, o.source.key) for o in outcomes if o.status in RETRY}
 
     def check(record: SQSRecord) -> None:
         if record.message_id in unreadable:
@@ -109,8 +146,8 @@ def on_upload(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = event.get("Records", [])
     if records and records[0].get("eventSource") == "aws:sqs":
         return _on_sqs(event, context)
-    outcomes = _run(sources_from_s3_event(event))
-    failed = [o.source.key for o in outcomes if o.status == "failed"]
+    outcomes = _run(sources_from_s3_event(event), context)
+    failed = [o.source.key for o in outcomes if o.status in RETRY]
     if failed:
         raise RuntimeError(f"{len(failed)} inputs not recorded (retried by Lambda): {failed[:10]}")
     return batch_result(outcomes)
@@ -135,7 +172,7 @@ def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         for item in event.get("Items", [])
         if is_input(item["Key"], settings.input_prefix)
     ]
-    return batch_result(_run(sources, skip_existing=True))
+    return batch_result(_run(sources, context, skip_existing=True))
 
 
 @logger.inject_lambda_context

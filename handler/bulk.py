@@ -19,7 +19,7 @@ from handler.pipeline import Outcome, Service, process
 from handler.records import Source, utc_now
 
 MAX_LISTED_FAILURES = 1000
-STATUSES = ("result", "error", "skipped", "failed")
+STATUSES = ("result", "error", "skipped", "superseded", "deferred", "failed")
 
 
 def batch_result(outcomes: Sequence[Outcome]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class Settings:
     max_pixels: int = 40_000_000
     top_k: int = 5
     concurrency: int = 16
+    chunk_items: int = 16
+    chunk_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         prefixes = {
@@ -63,6 +65,8 @@ class Settings:
             ("MAX_PIXELS", self.max_pixels),
             ("TOP_K", self.top_k),
             ("CONCURRENCY", self.concurrency),
+            ("CHUNK_ITEMS", self.chunk_items),
+            ("CHUNK_BYTES", self.chunk_bytes),
         ):
             if number < 1:
                 raise ConfigError(f"{name}={number}: must be a positive integer")
@@ -94,6 +98,8 @@ class Settings:
             max_pixels=integer("MAX_PIXELS", defaults["max_pixels"].default),
             top_k=integer("TOP_K", defaults["top_k"].default),
             concurrency=integer("CONCURRENCY", defaults["concurrency"].default),
+            chunk_items=integer("CHUNK_ITEMS", defaults["chunk_items"].default),
+            chunk_bytes=integer("CHUNK_BYTES", defaults["chunk_bytes"].default),
         )
 
     @property

@@ -81,8 +81,13 @@ class Manifest:
             raise ModelError(f"{source}: manifest format {manifest.format}, this code reads format {FORMAT}")
         if manifest.input != INPUT_SPEC:
             raise ModelError(f"{source}: input spec {manifest.input} differs from the service's {INPUT_SPEC}")
-        if RUNTIME_FILE not in manifest.files:
+        if not isinstance(manifest.classes, str) or len(set(manifest.classes)) != len(manifest.classes):
+            raise ModelError(f"{source}: classes must be a string of distinct characters")
+        if not isinstance(manifest.files, dict) or RUNTIME_FILE not in manifest.files:
             raise ModelError(f"{source}: lists no {RUNTIME_FILE}")
+        for name, entry in manifest.files.items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
+                raise ModelError(f"{source}: files[{name!r}] needs a 64-hex-digit sha256, got {entry!r}")
         if not VERSION_PATTERN.match(manifest.version):
             raise ModelError(f"{source}: invalid version name {manifest.version!r}")
         return manifest
@@ -143,7 +148,14 @@ class Classifier:
         self.manifest = manifest
         self._interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
+        output = self._interpreter.get_output_details()[0]
+        self._output = output["index"]
+        outputs = int(output["shape"][-1])
+        if outputs != len(manifest.classes):
+            raise ModelError(
+                f"{manifest.version}: the manifest lists {len(manifest.classes)} classes but {tflite_path.name} "
+                f"has {outputs} outputs; labels would be wrong, so the model is refused"
+            )
         self._batch = 0
         self._lock = threading.Lock()
 
@@ -197,6 +209,16 @@ def resolve(uri: str, cache_dir: Path, fetch: Fetcher | None = None) -> tuple[Ma
 
 
 def load(uri: str, cache_dir: Path, fetch: Fetcher | None = None, num_threads: int | None = None) -> Classifier:
-    """Load and verify one model version from a folder or ``s3://bucket/models/<version>/``."""
-    manifest, tflite = resolve(uri, cache_dir, fetch)
-    return Classifier(manifest, tflite, num_threads=num_threads)
+    """Load and verify one model version from a folder or ``s3://bucket/models/<version>/``.
+
+    Any failure is a :class:`ModelError` that names the URI (``MODEL_URI``) it came from.
+    """
+    try:
+        manifest, tflite = resolve(uri, cache_dir, fetch)
+        return Classifier(manifest, tflite, num_threads=num_threads)
+    except ModelError as exc:
+        if uri in str(exc):
+            raise
+        raise ModelError(f"MODEL_URI={uri}: {exc}") from exc
+    except Exception as exc:  # an S3 404/403, a bad file: say which model could not be loaded
+        raise ModelError(f"MODEL_URI={uri}: cannot load the model: {exc!r}") from exc

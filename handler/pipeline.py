@@ -2,17 +2,20 @@
 
 :func:`label` is pure (bytes in, records out) and serves the CLI; :func:`process` adds S3:
 concurrent fetches and writes, and resumable skipping for bulk runs. A bad image never fails
-its batch; an infrastructure fault on one object is reported as ``failed`` for a retry.
+its batch; an infrastructure fault on one object is reported as ``failed`` for a retry, and what
+does not fit before the deadline as ``deferred``. ``superseded`` means a newer version of the
+object was uploaded meanwhile: its own event writes its record.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -21,10 +24,11 @@ from handler import model as model_artifact
 from handler.config import Settings
 from handler.imaging import ImageError
 from handler.model import Classifier
-from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, record_key, result_record
-from handler.storage import META_ETAG, META_MODEL, ObjectMissing, ObjectTooLarge, Storage
+from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
+from handler.sinks import RecordSlots, S3RecordSink
+from handler.storage import ObjectMissing, ObjectTooLarge, Storage
 
-Status = Literal["result", "error", "skipped", "failed"]
+Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -66,25 +70,54 @@ def local_source(name: str, data: bytes) -> Source:
     return Source(bucket=None, key=name, etag=hashlib.md5(data, usedforsecurity=False).hexdigest(), size=len(data))
 
 
+@overload
 def label(
     items: Sequence[tuple[Source, bytes | ImageError]], classifier: Classifier, max_pixels: int, top_k: int = 5
-) -> list[dict[str, Any]]:
-    """One record per item, in order; every readable image is predicted in a single batch."""
+) -> list[dict[str, Any]]: ...
+@overload
+def label(
+    items: Sequence[tuple[Source, bytes | ImageError]],
+    classifier: Classifier,
+    max_pixels: int,
+    top_k: int = 5,
+    *,
+    deadline: Deadline | None,
+) -> list[dict[str, Any] | None]: ...
+def label(
+    items: Sequence[tuple[Source, bytes | ImageError]],
+    classifier: Classifier,
+    max_pixels: int,
+    top_k: int = 5,
+    *,
+    deadline: Deadline | None = None,
+) -> list[dict[str, Any]] | list[dict[str, Any] | None]:
+    """One record per item, in order; every readable image is predicted in a single batch.
+
+    With a ``deadline``, an image whose decoding no longer fits gets None (deferred) instead of a record.
+    """
     info = model_info(classifier)
-    prepared: list[np.ndarray | ImageError] = []
+    prepared: list[np.ndarray | ImageError | None] = []
     for _, payload in items:
         if isinstance(payload, ImageError):
             prepared.append(payload)
             continue
+        if deadline and not deadline.allows():
+            prepared.append(None)
+            continue
+        started = time.perf_counter()
         try:
             prepared.append(imaging.prepare(payload, max_pixels))
         except ImageError as exc:
             prepared.append(exc)
-    readable = [glyph for glyph in prepared if not isinstance(glyph, ImageError)]
+        if deadline:
+            deadline.took(time.perf_counter() - started)
+    readable = [glyph for glyph in prepared if isinstance(glyph, np.ndarray)]
     probabilities = iter(classifier.predict(np.stack(readable)) if readable else [])
-    records = []
+    records: list[dict[str, Any] | None] = []
     for (source, _), glyph in zip(items, prepared, strict=True):
-        if isinstance(glyph, ImageError):
+        if glyph is None:
+            records.append(None)
+        elif isinstance(glyph, ImageError):
             records.append(error_record(source, glyph.code, str(glyph), info))
         else:
             records.append(result_record(source, next(probabilities), classifier.classes, info, top_k))
@@ -98,23 +131,77 @@ def _map(function: Callable[[T], R], items: Sequence[T], workers: int) -> list[R
         return list(pool.map(function, items))
 
 
+class Deadline:
+    """Time left in this invocation (Lambda's ``get_remaining_time_in_millis``), and whether one more step fits.
+
+    A step fits if, after the longest step seen so far, ``reserve`` seconds remain to write records
+    and answer. What does not fit is handed back as ``deferred`` for a retry, never cut off mid-write.
+    """
+
+    def __init__(self, remaining_ms: Callable[[], int], reserve: float = 5.0) -> None:
+        self.remaining_ms = remaining_ms
+        self.reserve = reserve
+        self.longest = 0.0
+
+    def allows(self) -> bool:
+        return self.remaining_ms() / 1000 > self.reserve + self.longest
+
+    def took(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
+
+def _slots(service: Service, key: str) -> RecordSlots:
+    s = service.settings
+    return RecordSlots.of(key, s.input_prefix, s.output_prefix, s.error_prefix)
+
+
 def _already_done(service: Service, source: Source) -> str | None:
-    """The record key if this input already has a record for the same etag and model version."""
-    settings = service.settings
+    """The record key if this input has exactly one record, for the same etag and model version."""
     if not source.etag:
         return None
-    for prefix in (settings.output_prefix, settings.error_prefix):
-        key = record_key(source.key, settings.input_prefix, prefix)
-        meta = service.storage.record_metadata(str(source.bucket), key)
-        if meta and meta.get(META_ETAG) == source.etag and meta.get(META_MODEL) == service.model_info.version:
-            return key
+    slots = _slots(service, source.key)
+    bucket = str(source.bucket)
+    heads = {key: service.storage.head_record(bucket, key) for key in (slots.result, slots.error)}
+    present = {key: head for key, head in heads.items() if head}
+    if len(present) != 1:
+        return None  # nothing yet, or two records (a crash between write and clean-up): redo it
+    ((key, head),) = present.items()
+    if head.source_etag == source.etag and head.model_version == service.model_info.version:
+        return key
     return None
 
 
-def process(sources: Sequence[Source], service: Service, *, skip_existing: bool = False) -> list[Outcome]:
-    """Fetch, label and record each S3 input; returns one outcome per input, in order."""
+def _chunks(indices: list[int], sources: Sequence[Source], max_items: int, max_bytes: int) -> Iterator[list[int]]:
+    """Bounded pieces of a batch: at most ``max_items`` inputs and (by their listed sizes) ``max_bytes``."""
+    chunk: list[int] = []
+    held = 0
+    for index in indices:
+        size = sources[index].size or 0
+        if chunk and (len(chunk) >= max_items or held + size > max_bytes):
+            yield chunk
+            chunk, held = [], 0
+        chunk.append(index)
+        held += size
+    if chunk:
+        yield chunk
+
+
+def process(
+    sources: Sequence[Source],
+    service: Service,
+    *,
+    skip_existing: bool = False,
+    deadline: Deadline | None = None,
+) -> list[Outcome]:
+    """Fetch, label and record each S3 input; returns one outcome per input, in order.
+
+    Inputs go through in bounded chunks (memory: only one chunk's bytes are held; time: the deadline
+    is checked before each chunk and each image), so a batch of any size and content finishes or
+    hands back what is left before Lambda's timeout.
+    """
     settings, storage = service.settings, service.storage
     workers = settings.concurrency
+    sink = S3RecordSink(storage, service.model_info.version)
     outcomes: dict[int, Outcome] = {}
     if skip_existing:
         for index, done in enumerate(_map(lambda s: _guard(lambda: _already_done(service, s)), sources, workers)):
@@ -128,43 +215,51 @@ def process(sources: Sequence[Source], service: Service, *, skip_existing: bool 
             fetched = storage.fetch(source, settings.max_object_bytes)
             return fetched.source, fetched.body
         except ObjectMissing as exc:
-            return source, ImageError(ErrorCode.NOT_FOUND, str(exc))
+            return Source(source.bucket, source.key, None, None), ImageError(ErrorCode.NOT_FOUND, str(exc))
         except ObjectTooLarge as exc:
             return source, ImageError(ErrorCode.TOO_LARGE, str(exc))
         except Exception as exc:  # noqa: BLE001 - an infrastructure fault: reported per input, retried
             return exc
 
-    pending = [index for index in range(len(sources)) if index not in outcomes]
-    items: list[tuple[int, tuple[Source, bytes | ImageError]]] = []
-    for index, fetched in zip(pending, _map(fetch, [sources[i] for i in pending], workers), strict=True):
-        if isinstance(fetched, Exception):
-            outcomes[index] = Outcome(sources[index], "failed", failure=repr(fetched))
-        else:
-            items.append((index, fetched))
-    records = label([item for _, item in items], service.classifier, settings.max_pixels, settings.top_k)
-
     def write(job: tuple[Source, dict[str, Any]]) -> Outcome:
         source, record = job
-        bucket = str(source.bucket)
-        errored = is_error(record)
-        key = record_key(
-            source.key, settings.input_prefix, settings.error_prefix if errored else settings.output_prefix
-        )
-        stale = record_key(
-            source.key, settings.input_prefix, settings.output_prefix if errored else settings.error_prefix
-        )
         try:
-            storage.put_record(bucket, key, record, source.etag or "", service.model_info.version)
-            storage.delete(bucket, stale)  # an input re-uploaded after an error keeps exactly one record
+            committed = sink.commit(
+                str(source.bucket), source.key, source.etag or "", _slots(service, source.key), record
+            )
         except Exception as exc:  # noqa: BLE001
             return Outcome(source, "failed", failure=repr(exc))
+        if committed == "superseded":
+            return Outcome(source, "superseded")
+        key = _slots(service, source.key).for_record(record)[0]
+        errored = is_error(record)
         code = record["error"]["code"] if errored else None
         return Outcome(source, "error" if errored else "result", record_key=key, error_code=code)
 
-    jobs = [(source, record) for (_, (source, _)), record in zip(items, records, strict=True)]
-    for (index, _), outcome in zip(items, _map(write, jobs, workers), strict=True):
-        outcomes[index] = outcome
-    return [outcomes[index] for index in range(len(sources))]
+    pending = [index for index in range(len(sources)) if index not in outcomes]
+    for chunk in _chunks(pending, sources, settings.chunk_items, settings.chunk_bytes):
+        if deadline and not deadline.allows():
+            break
+        started = time.perf_counter()
+        items: list[tuple[int, tuple[Source, bytes | ImageError]]] = []
+        for index, fetched in zip(chunk, _map(fetch, [sources[i] for i in chunk], workers), strict=True):
+            if isinstance(fetched, Exception):
+                outcomes[index] = Outcome(sources[index], "failed", failure=repr(fetched))
+            else:
+                items.append((index, fetched))
+        records = label(
+            [item for _, item in items], service.classifier, settings.max_pixels, settings.top_k, deadline=deadline
+        )
+        jobs = [
+            (index, (source, record))
+            for (index, (source, _)), record in zip(items, records, strict=True)
+            if record is not None
+        ]
+        for (index, _), outcome in zip(jobs, _map(write, [job for _, job in jobs], workers), strict=True):
+            outcomes[index] = outcome
+        if deadline:
+            deadline.took(time.perf_counter() - started)
+    return [outcomes.get(index) or Outcome(sources[index], "deferred") for index in range(len(sources))]
 
 
 def _guard(function: Callable[[], T]) -> T | Exception:

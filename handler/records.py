@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -12,6 +13,8 @@ import numpy as np
 RESULT_SCHEMA = "handwriting-ocr/result/1"
 ERROR_SCHEMA = "handwriting-ocr/error/1"
 RECORD_SUFFIX = ".json"
+MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
+LONG_KEYS = "_long-keys/"
 
 
 class ErrorCode(StrEnum):
@@ -74,7 +77,14 @@ def is_error(record: dict[str, Any]) -> bool:
 
 
 def record_key(input_key: str, input_prefix: str, destination_prefix: str) -> str:
-    """``input/a/b.png`` -> ``output/a/b.png.json`` (or ``errors/...``): the path below the prefix is kept."""
+    """``input/a/b.png`` -> ``output/a/b.png.json`` (or ``errors/...``): the path below the prefix is kept.
+
+    Where that would pass S3's 1,024-byte key limit, the record goes to
+    ``output/_long-keys/<sha256 of the input key>.json`` instead (its ``source.key`` names the input).
+    """
     if not input_key.startswith(input_prefix):
         raise ValueError(f"{input_key!r} is not under the input prefix {input_prefix!r}")
-    return destination_prefix + input_key[len(input_prefix) :] + RECORD_SUFFIX
+    key = destination_prefix + input_key[len(input_prefix) :] + RECORD_SUFFIX
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    return destination_prefix + LONG_KEYS + hashlib.sha256(input_key.encode()).hexdigest() + RECORD_SUFFIX

@@ -22,6 +22,13 @@ META_ETAG = "source-etag"
 META_MODEL = "model-version"
 
 
+MISSING = ("NoSuchKey", "404", "NotFound")
+# Without s3:ListBucket (least privilege) S3 answers a missing key with 403 AccessDenied, not 404.
+# Our roles can read every key they ask for, so a 403 on a read means "not there".
+MISSING_WITHOUT_LIST = (*MISSING, "403", "AccessDenied", "Forbidden")
+CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
 class ObjectMissing(LookupError):
     """The input was deleted (or never existed) before it could be read."""
 
@@ -39,6 +46,15 @@ class WriteConflict(FileExistsError):
 class Fetched:
     source: Source
     body: bytes
+
+
+@dataclass(frozen=True)
+class RecordHead:
+    """What a HEAD tells about a record object: its own ETag (for conditional writes) and whom it describes."""
+
+    etag: str
+    source_etag: str
+    model_version: str
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -63,8 +79,10 @@ class Storage:
         try:
             response = self.s3.get_object(Bucket=source.bucket, Key=source.key)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                raise ObjectMissing(f"s3://{source.bucket}/{source.key} does not exist") from exc
+            if _code(exc) in MISSING_WITHOUT_LIST:
+                raise ObjectMissing(
+                    f"s3://{source.bucket}/{source.key} does not exist (deleted before it was read)"
+                ) from exc
             raise
         size = int(response["ContentLength"])
         actual = Source(source.bucket, source.key, response.get("ETag", "").strip('"') or source.etag, size)
@@ -73,29 +91,64 @@ class Storage:
             raise ObjectTooLarge(size, max_bytes)
         return Fetched(actual, response["Body"].read())
 
-    def put_record(self, bucket: str, key: str, record: dict[str, Any], source_etag: str, model_version: str) -> None:
-        """Write a record; its metadata lets a bulk run skip inputs already done by this model."""
-        self.s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=json.dumps(record, ensure_ascii=False).encode(),
-            ContentType="application/json",
-            Metadata={META_ETAG: source_etag, META_MODEL: model_version},
-        )
-
-    def delete(self, bucket: str, key: str) -> None:
-        self.s3.delete_object(Bucket=bucket, Key=key)
-
-    def record_metadata(self, bucket: str, key: str) -> dict[str, str] | None:
-        """A record's metadata, or None if it is absent.
-
-        Without s3:ListBucket (least privilege), S3 answers HEAD on a missing key with 403, not
-        404; both mean "not recorded yet", and at worst an input is labelled again.
-        """
+    def put_record(
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        source_etag: str,
+        model_version: str,
+        *,
+        replaces: str | None,
+    ) -> str:
+        """Write a record only if the slot still holds what we last saw: ``replaces`` is that object's
+        ETag (``If-Match``), or None for "nothing there" (``If-None-Match: *``). Returns the new ETag;
+        :class:`WriteConflict` if another writer got there first. The metadata lets a bulk run skip
+        inputs already done by this model."""
+        condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
         try:
-            return dict(self.s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}))
+            response = self.s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                Metadata={META_ETAG: source_etag, META_MODEL: model_version},
+                **condition,
+            )
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied", "Forbidden"):
+            if _code(exc) in CONFLICT or (replaces and _code(exc) in MISSING):
+                raise WriteConflict(f"s3://{bucket}/{key} changed while we wrote it") from exc
+            raise
+        return str(response.get("ETag", "")).strip('"')
+
+    def delete_if_unchanged(self, bucket: str, key: str, etag: str) -> None:
+        """Delete a record only if it is still the one we looked at (S3 conditional delete, ``If-Match``).
+        Already gone is fine; changed since raises :class:`WriteConflict`."""
+        try:
+            self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        except ClientError as exc:
+            if _code(exc) in CONFLICT:
+                raise WriteConflict(f"s3://{bucket}/{key} changed before we could delete it") from exc
+            if _code(exc) not in MISSING_WITHOUT_LIST:
+                raise
+
+    def head_record(self, bucket: str, key: str) -> RecordHead | None:
+        """A record's ETag and metadata, or None if there is none (404, or 403 without s3:ListBucket)."""
+        try:
+            response = self.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in MISSING_WITHOUT_LIST:
+                return None
+            raise
+        meta = response.get("Metadata", {})
+        return RecordHead(str(response.get("ETag", "")).strip('"'), meta.get(META_ETAG, ""), meta.get(META_MODEL, ""))
+
+    def current_etag(self, bucket: str, key: str) -> str | None:
+        """The input's ETag now (None if it is gone): the arbiter when two versions' records meet."""
+        try:
+            return str(self.s3.head_object(Bucket=bucket, Key=key).get("ETag", "")).strip('"') or None
+        except ClientError as exc:
+            if _code(exc) in MISSING_WITHOUT_LIST:
                 return None
             raise
 
@@ -127,6 +180,6 @@ class Storage:
             with path.open("rb") as body:
                 self.s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
         except ClientError as exc:
-            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if _code(exc) in CONFLICT:
                 raise WriteConflict(f"s3://{bucket}/{key} already exists") from exc
             raise
