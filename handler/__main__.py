@@ -18,6 +18,18 @@ def iter_files(folder: Path) -> Iterator[Path]:
             yield path
 
 
+def display_name(path: Path) -> str:
+    """A file name as valid Unicode: bytes that are not UTF-8 (``caf\\xe9.png`` on Linux) are shown
+    as ``\\xe9`` escapes rather than breaking the JSON line or the terminal."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def write_line(record: dict[str, object]) -> None:
+    """One JSON line, always UTF-8, whatever the locale says stdout is."""
+    sys.stdout.buffer.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+    sys.stdout.buffer.flush()
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from handler import model
     from handler.config import Settings
@@ -35,35 +47,36 @@ def cmd_label(args: argparse.Namespace) -> int:
     for start in range(0, len(files), BATCH):
         items = []
         for path in files[start : start + BATCH]:
+            name = display_name(path)
             size = path.stat().st_size
             if size > settings.max_object_bytes:
                 message = f"file is {size:,} bytes; the limit is {settings.max_object_bytes:,} (MAX_OBJECT_BYTES)"
-                items.append((Source(None, str(path), None, size), ImageError(ErrorCode.TOO_LARGE, message)))
+                items.append((Source(None, name, None, size), ImageError(ErrorCode.TOO_LARGE, message)))
                 continue
             data = path.read_bytes()
-            items.append((local_source(str(path), data), data))
+            items.append((local_source(name, data), data))
         for record in label(items, classifier, settings.max_pixels, settings.top_k):
-            print(json.dumps(record, ensure_ascii=False), flush=True)
+            write_line(record)
     return 0
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from handler.bulk import print_progress, run_prefix
     from handler.config import Settings
     from handler.pipeline import Service
 
     settings = Settings.from_env()
-    if args.prefix:
-        settings = replace(settings, input_prefix=args.prefix)
+    prefix = args.prefix or settings.input_prefix
+    if not prefix.startswith(settings.input_prefix):
+        print(f"error: --prefix {prefix!r} must lie under the input prefix {settings.input_prefix!r}", file=sys.stderr)
+        return 2
     bucket = args.bucket or settings.bucket
     if not bucket:
         print("error: give --bucket or set BUCKET", file=sys.stderr)
         return 2
     run_id = args.run_id or datetime.now(UTC).strftime("bulk-%Y%m%dT%H%M%SZ")
     service = Service.create(settings)
-    body = run_prefix(service, bucket, run_id, batch_size=args.batch_size, progress=print_progress())
+    body = run_prefix(service, bucket, run_id, batch_size=args.batch_size, prefix=prefix, progress=print_progress())
     print(file=sys.stderr)
     print(json.dumps({k: body[k] for k in ("run_id", "counts", "total", "error_codes")}))
     print(f"summary: s3://{bucket}/{settings.runs_prefix}{run_id}/summary.json", file=sys.stderr)
@@ -84,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.set_defaults(run=cmd_label)
     bulk = sub.add_parser("bulk", help="label every image under the input prefix of a bucket, resumably")
     bulk.add_argument("--bucket", help="bucket (default: $BUCKET)")
-    bulk.add_argument("--prefix", help="input prefix (default: $INPUT_PREFIX or input/)")
+    bulk.add_argument(
+        "--prefix", help="only inputs under this part of the input prefix, e.g. input/2024/ (default: all of it)"
+    )
     bulk.add_argument("--run-id", help="summary goes to runs/<run-id>/summary.json (default: a timestamp)")
     bulk.add_argument("--batch-size", type=int, default=BATCH)
     bulk.set_defaults(run=cmd_bulk)

@@ -7,6 +7,7 @@ On AWS a Step Functions Distributed Map lists the prefix and hands key batches t
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 import time
@@ -43,9 +44,10 @@ class RunTotals:
 
     def add(self, result: dict[str, Any]) -> None:
         self.counts.update(result["counts"])
-        self.codes.update(result["error_codes"])
-        self.failures_seen += len(result["failures"])
-        self.failures.extend(result["failures"][: MAX_LISTED_FAILURES - len(self.failures)])
+        self.codes.update(result.get("error_codes", {}))
+        failures = result.get("failures", [])
+        self.failures_seen += len(failures)
+        self.failures.extend(failures[: max(0, MAX_LISTED_FAILURES - len(self.failures))])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,12 +102,17 @@ def run_prefix(
     run_id: str,
     *,
     batch_size: int = 64,
+    prefix: str | None = None,
     progress: Callable[[int, dict[str, int]], None] | None = None,
 ) -> dict[str, Any]:
-    """Label every input under the prefix in this process, skipping what is already done."""
+    """Label every input under ``prefix`` (default: the whole input prefix) in this process, skipping
+    what is already done. Record keys stay relative to the input prefix, whatever part is listed."""
     started = utc_now()
-    prefix = service.settings.input_prefix
-    sources = (s for s in service.storage.list_objects(bucket, prefix) if is_input(s.key, prefix))
+    input_prefix = service.settings.input_prefix
+    listed = prefix or input_prefix
+    if not listed.startswith(input_prefix):
+        raise ValueError(f"{listed!r} is not under the input prefix {input_prefix!r}")
+    sources = (s for s in service.storage.list_objects(bucket, listed) if is_input(s.key, input_prefix))
     totals = RunTotals()
     seen = 0
     for batch in chunks(sources, batch_size):
@@ -116,26 +123,62 @@ def run_prefix(
     return write_summary(service, bucket, run_id, totals, started)
 
 
+def iter_json_values(chunks: Iterable[bytes]) -> Iterator[Any]:
+    """The values of a top-level JSON array, or of JSON lines, parsed as the bytes arrive: memory holds
+    one chunk and one value, however large the file (a ResultWriter file can list millions of inputs)."""
+    decoder = json.JSONDecoder()
+    text_of = codecs.getincrementaldecoder("utf-8")()
+    buffer, position, ended = "", 0, False
+    stream = iter(chunks)
+    while True:
+        while position < len(buffer) and buffer[position] in " \t\r\n,[]":
+            position += 1
+        if position < len(buffer):
+            try:
+                value, end = decoder.raw_decode(buffer, position)
+            except json.JSONDecodeError:
+                if ended:
+                    raise
+            else:
+                if end < len(buffer) or ended:  # a number at the very end of a chunk may continue in the next
+                    yield value
+                    position = end
+                    continue
+        if ended:
+            return
+        chunk = next(stream, None)
+        ended = chunk is None
+        buffer = buffer[position:] + text_of.decode(chunk or b"", final=ended)
+        position = 0
+
+
+def _batch_result_of(entry: dict[str, Any], status: str) -> dict[str, Any]:
+    """One child execution's contribution, from a NONE (metadata + ``Output`` string) or COMPACT entry."""
+    if "counts" in entry:  # COMPACT: the child's output itself
+        return entry
+    if status == "SUCCEEDED" and entry.get("Output"):
+        output = entry["Output"]
+        return json.loads(output) if isinstance(output, str) else output
+    items = json.loads(entry.get("Input") or "{}").get("Items", []) if isinstance(entry.get("Input"), str) else []
+    reason = entry.get("Error") or entry.get("Cause") or status
+    return {
+        "counts": {"failed": len(items)},
+        "error_codes": {},
+        "failures": [{"key": item.get("Key"), "reason": reason} for item in items],
+    }
+
+
 def summarise_result_writer(service: Service, bucket: str, manifest_key: str, run_id: str) -> dict[str, Any]:
-    """Fold a Distributed Map's ResultWriter output (manifest + result files) into one summary."""
+    """Fold a Distributed Map's ResultWriter output (manifest + result files) into one summary, streaming
+    each result file so memory stays flat however many inputs the run had."""
     storage = service.storage
     manifest = storage.get_json(bucket, manifest_key)
     totals = RunTotals()
     for status, files in manifest.get("ResultFiles", {}).items():
         for entry in files:
-            for execution in storage.get_json(manifest.get("DestinationBucket", bucket), entry["Key"]):
-                if status == "SUCCEEDED" and execution.get("Output"):
-                    totals.add(json.loads(execution["Output"]))
-                else:
-                    items = json.loads(execution.get("Input") or "{}").get("Items", [])
-                    reason = execution.get("Error") or execution.get("Cause") or status
-                    totals.add(
-                        {
-                            "counts": {"failed": len(items)},
-                            "error_codes": {},
-                            "failures": [{"key": item.get("Key"), "reason": reason} for item in items],
-                        }
-                    )
+            chunks = storage.iter_chunks(manifest.get("DestinationBucket", bucket), entry["Key"])
+            for execution in iter_json_values(chunks):
+                totals.add(_batch_result_of(execution, status))
     return write_summary(service, bucket, run_id, totals, manifest.get("StartDate", ""))
 
 

@@ -160,6 +160,14 @@ class Storage:
     def get_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
+    def iter_chunks(self, bucket: str, key: str, size: int = 1 << 16) -> Iterator[bytes]:
+        """An object's body in pieces, for files too large to hold at once."""
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(size)
+        finally:
+            body.close()
+
     def put_json(self, bucket: str, key: str, body: Any) -> None:
         self.s3.put_object(
             Bucket=bucket, Key=key, Body=json.dumps(body, indent=2).encode(), ContentType="application/json"

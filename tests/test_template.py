@@ -80,7 +80,8 @@ def test_upload_function_reads_inputs_and_writes_only_records() -> None:
     writes = {target for action, target in granted if action in ("s3:PutObject", "s3:DeleteObject")}
     assert all("OutputPrefix" in t or "ErrorPrefix" in t for t in writes) and len(writes) == 2
     reads = {target for action, target in granted if action == "s3:GetObject"}
-    assert any("InputPrefix" in t for t in reads) and not any("OutputPrefix" in t for t in reads)
+    assert any("InputPrefix" in t for t in reads) and any("ModelsPrefix" in t for t in reads)
+    assert reads - writes == {t for t in reads if "InputPrefix" in t or "ModelsPrefix" in t}  # nothing else readable
 
 
 def test_bucket_is_private_encrypted_tls_only_and_notifies_the_queue_for_inputs_only() -> None:
