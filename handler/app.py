@@ -134,7 +134,7 @@ def _on_sqs(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if broken:
             raise RuntimeError(f"inputs not recorded, will retry: {broken}")
 
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)  # report, not raise
     return process_partial_response(event=event, record_handler=check, processor=processor, context=context)
 
 
