@@ -56,6 +56,7 @@ bench: $(VENV)/.dev  ## cold start, throughput vs naive TensorFlow, accuracy on 
 	$(PY) benchmarks/cold_start.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/photo_accuracy.py
+	$(PY) benchmarks/limits.py
 
 train: $(VENV)/.dev  ## the bundled model's recipe: 30 augmented epochs, 6 fine-tuning epochs, publish into models/
 	$(PY) -m training train --arch bn_cnn --run runs/bn_cnn

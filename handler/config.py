@@ -9,6 +9,9 @@ from pathlib import Path
 
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_POINTER = "DEFAULT"
+MB = 1024 * 1024
+RUNTIME_MB = 400  # interpreter, NumPy, LiteRT, the model, boto3 and thread buffers (benchmarks/limits.py)
+DECODE_BYTES_PER_PIXEL = 8  # peak while decoding the worst case, a 16-bit RGBA PNG (benchmarks/limits.py)
 
 
 class ConfigError(ValueError):
@@ -39,6 +42,7 @@ class Settings:
     concurrency: int = 16
     chunk_items: int = 16
     chunk_bytes: int = 64 * 1024 * 1024
+    memory_mb: int | None = None  # the function's MemorySize (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
 
     def __post_init__(self) -> None:
         prefixes = {
@@ -70,6 +74,12 @@ class Settings:
         ):
             if number < 1:
                 raise ConfigError(f"{name}={number}: must be a positive integer")
+        if self.memory_mb is not None and self.memory_mb < self.memory_needed_mb:
+            raise ConfigError(
+                f"MemorySize {self.memory_mb} MB is below the {self.memory_needed_mb} MB the limits need"
+                f" (MAX_PIXELS={self.max_pixels:,}, MAX_OBJECT_BYTES={self.max_object_bytes:,},"
+                f" CHUNK_BYTES={self.chunk_bytes:,}): raise MemorySize or lower the limits"
+            )
         if self.model_uri and not self.model_uri.startswith("s3://") and not Path(self.model_uri).is_dir():
             raise ConfigError(f"MODEL_URI={self.model_uri!r}: neither s3://... nor an existing folder")
 
@@ -100,7 +110,14 @@ class Settings:
             concurrency=integer("CONCURRENCY", defaults["concurrency"].default),
             chunk_items=integer("CHUNK_ITEMS", defaults["chunk_items"].default),
             chunk_bytes=integer("CHUNK_BYTES", defaults["chunk_bytes"].default),
+            memory_mb=integer("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) or None,
         )
+
+    @property
+    def memory_needed_mb(self) -> int:
+        """The most one invocation can hold: the runtime, one chunk of bodies, and one worst-case decode."""
+        held = self.chunk_bytes + self.max_object_bytes + self.max_pixels * DECODE_BYTES_PER_PIXEL
+        return RUNTIME_MB + -(-held // MB)
 
     @property
     def resolved_model_uri(self) -> str:

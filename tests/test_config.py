@@ -41,3 +41,20 @@ def test_unsafe_settings_are_refused_with_a_clear_message(env: dict[str, str], m
 def test_missing_bundled_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no bundled model"):
         bundled_model_uri(tmp_path)
+
+
+def test_limits_and_memory_size_must_agree() -> None:
+    from handler.config import ConfigError, Settings
+
+    assert Settings(memory_mb=1024).memory_needed_mb <= 1024  # the template's smallest MemorySize takes the defaults
+    with pytest.raises(ConfigError, match="MemorySize 512 MB is below"):
+        Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512"})
+    with pytest.raises(ConfigError, match="MAX_PIXELS=100,000,000"):
+        Settings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024", "MAX_PIXELS": "100000000"})
+
+
+def test_prefixes_with_iam_wildcards_are_refused() -> None:
+    from handler.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="wildcards"):
+        Settings.from_env({"INPUT_PREFIX": "in*/"})
