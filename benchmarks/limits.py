@@ -37,9 +37,16 @@ def rgba16_png(width: int = 8000, height: int = 5000) -> bytes:
     bar = np.full((width, 4), 65535, ">u2")
     bar[width // 2 - 300 : width // 2 + 300, :3] = 2000
     compressor = zlib.compressobj(6)
-    rows = [compressor.compress(b"\x00" + (bar.tobytes() if abs(y - height // 2) < 1500 else paper)) for y in range(height)]
+    rows = [
+        compressor.compress(b"\x00" + (bar.tobytes() if abs(y - height // 2) < 1500 else paper)) for y in range(height)
+    ]
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(rows) + compressor.flush()) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", b"".join(rows) + compressor.flush())
+        + chunk(b"IEND", b"")
+    )
 
 
 def noise_png(side: int = 2500) -> bytes:
@@ -91,7 +98,9 @@ print(json.dumps({"baseline_mb": baseline, "peak_mb": HWM}))
 
 
 def run(code: str, *args: str, env: dict[str, str]) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -103,13 +112,20 @@ def main() -> int:
     from infra.local_s3 import embedded_s3
 
     big = rgba16_png()
-    env = {**os.environ, "POWERTOOLS_SERVICE_NAME": "bench", "POWERTOOLS_METRICS_NAMESPACE": "Bench", "POWERTOOLS_TRACE_DISABLED": "true"}
+    env = {
+        **os.environ,
+        "POWERTOOLS_SERVICE_NAME": "bench",
+        "POWERTOOLS_METRICS_NAMESPACE": "Bench",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
     with tempfile.NamedTemporaryFile(suffix=".png") as f:
         f.write(big)
         f.flush()
         single = run(SINGLE, f.name, env={**env, "AWS_DEFAULT_REGION": "us-east-1"})
-    print(f"largest input (40 MP 16-bit RGBA PNG, {len(big) / 1e3:.0f} KB): peak {single['peak_mb']:.0f} MB "
-          f"(process at rest {single['baseline_mb']:.0f} MB) vs MemorySize >= {LAMBDA_MEMORY_MB} MB")
+    print(
+        f"largest input (40 MP 16-bit RGBA PNG, {len(big) / 1e3:.0f} KB): peak {single['peak_mb']:.0f} MB "
+        f"(process at rest {single['baseline_mb']:.0f} MB) vs MemorySize >= {LAMBDA_MEMORY_MB} MB"
+    )
     with embedded_s3():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="limits")
@@ -119,15 +135,23 @@ def main() -> int:
             s3.put_object(Bucket="limits", Key=key, Body=noise)
         s3.put_object(Bucket="limits", Key="input/big/rgba16.png", Body=big)
         batch = run(WORKER, "limits", json.dumps([*keys, "input/big/rgba16.png"]), "0", env={**env, **dict(os.environ)})
-        print(f"bulk batch of 64 x {len(noise) / 1e6:.1f} MB + the 40 MP PNG: peak {batch['peak_mb']:.0f} MB "
-              f"(at rest {batch['baseline_mb']:.0f} MB), {batch['seconds']:.1f} s, {batch['counts']}")
+        print(
+            f"bulk batch of 64 x {len(noise) / 1e6:.1f} MB + the 40 MP PNG: peak {batch['peak_mb']:.0f} MB "
+            f"(at rest {batch['baseline_mb']:.0f} MB), {batch['seconds']:.1f} s, {batch['counts']}"
+        )
         slow = [f"input/slow/{i:02d}.png" for i in range(64)]
         for key in slow:
             s3.put_object(Bucket="limits", Key=key, Body=big)
         timed = run(WORKER, "limits", json.dumps(slow), str(BULK_TIMEOUT_S), env={**env, **dict(os.environ)})
-        print(f"64 slow 40 MP PNGs under a {BULK_TIMEOUT_S} s deadline: answered after {timed['seconds']:.1f} s, "
-              f"{timed['counts']} (deferred inputs are retried; peak {timed['peak_mb']:.0f} MB)")
-    ok = single["peak_mb"] < LAMBDA_MEMORY_MB and batch["peak_mb"] < LAMBDA_MEMORY_MB and timed["seconds"] < BULK_TIMEOUT_S
+        print(
+            f"64 slow 40 MP PNGs under a {BULK_TIMEOUT_S} s deadline: answered after {timed['seconds']:.1f} s, "
+            f"{timed['counts']} (deferred inputs are retried; peak {timed['peak_mb']:.0f} MB)"
+        )
+    ok = (
+        single["peak_mb"] < LAMBDA_MEMORY_MB
+        and batch["peak_mb"] < LAMBDA_MEMORY_MB
+        and timed["seconds"] < BULK_TIMEOUT_S
+    )
     print(f"within {LAMBDA_MEMORY_MB} MB and the {BULK_TIMEOUT_S} s timeout: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
