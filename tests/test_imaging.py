@@ -194,3 +194,26 @@ def test_blank_page_is_no_ink(noise: float) -> None:
 def test_emnist_style_input_passes_through_nearly_unchanged(seven: Image.Image) -> None:
     emnist_style = reference(seven)
     assert float(np.abs(normalise(emnist_style) - emnist_style).mean()) < 0.03
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (65, 301), (346, 346), (700, 1024)])
+def test_box_blur_matches_pillow_byte_for_byte(shape: tuple[int, int]) -> None:
+    from PIL import ImageFilter
+
+    from handler.imaging.ops import box_blur3
+
+    values = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(values).filter(ImageFilter.BoxBlur(1)))
+    assert np.array_equal(box_blur3(values), expected)
+
+
+def test_histogram_statistics_equal_numpys_on_the_float_values() -> None:
+    from handler.imaging import ops
+
+    values = np.random.default_rng(3).integers(0, 256, 4001, dtype=np.uint8)
+    counts = ops.histogram(values)
+    as_float = values.astype(np.float32) / 255.0
+    assert ops.median_u8(counts) == float(np.median(as_float))
+    assert ops.median_u8(ops.histogram(values[:4000])) == float(np.median(as_float[:4000]))
+    for q in (5, 50, 95):
+        assert ops.percentile_u8(counts, q) / 255 == pytest.approx(float(np.percentile(as_float, q)), abs=1e-6)

@@ -1,0 +1,150 @@
+"""Image primitives: histogram statistics, thresholds, filters, resampling. Where a vision library would plug in.
+
+8-bit images are measured from one 256-bin histogram (medians, percentiles, Otsu) instead of
+sorting their pixels; the final blur and resize to 28x28 is one precomputed linear map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+OTSU_BINS = 64
+
+
+def border(values: np.ndarray, frame: int) -> np.ndarray:
+    return np.concatenate(
+        [values[:frame].ravel(), values[-frame:].ravel(), values[:, :frame].ravel(), values[:, -frame:].ravel()]
+    )
+
+
+def histogram(values: np.ndarray) -> np.ndarray:
+    """Counts of each uint8 value: the one pass every 8-bit statistic below is read from."""
+    return np.bincount(values.ravel(), minlength=256)
+
+
+def _ranked(cumulative: np.ndarray, rank: int) -> int:
+    """The value at 0-based ``rank`` in sorted order, from a cumulative histogram."""
+    return int(np.searchsorted(cumulative, rank, side="right"))
+
+
+U8_AS_FLOAT = np.arange(256, dtype=np.float32) / 255.0  # every 8-bit value as the float32 the float path sees
+
+
+def median_u8(counts: np.ndarray) -> float:
+    """Median of the histogrammed 8-bit values in 0-1, exactly as ``np.median`` of their float32 values
+    gives it (the mean of the middle two, in float32)."""
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+    low, high = _ranked(cumulative, (n - 1) // 2), _ranked(cumulative, n // 2)
+    return float((U8_AS_FLOAT[low] + U8_AS_FLOAT[high]) / np.float32(2))
+
+
+def percentile_u8(counts: np.ndarray, q: float) -> float:
+    """``np.percentile`` (linear interpolation) of the histogrammed values."""
+    cumulative = np.cumsum(counts)
+    position = (int(cumulative[-1]) - 1) * q / 100
+    low = int(np.floor(position))
+    below, above = _ranked(cumulative, low), _ranked(cumulative, min(low + 1, int(cumulative[-1]) - 1))
+    return below + (above - below) * (position - low)
+
+
+def otsu_threshold(weights: np.ndarray) -> float:
+    """Otsu's threshold in [0, 1] from a histogram of ``OTSU_BINS`` equal bins over [0, 1]."""
+    weights = weights.astype(np.float64)
+    edges = np.linspace(0.0, 1.0, OTSU_BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(weights)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(weights * centres)
+    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
+    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def otsu_bins(values: np.ndarray) -> np.ndarray:
+    """Which of the ``OTSU_BINS`` bins each value in [0, 1] falls in."""
+    return np.clip((values * OTSU_BINS).astype(np.int64), 0, OTSU_BINS - 1)
+
+
+BOX3_WEIGHT, BOX3_HALF = (1 << 24) // 3, 1 << 23  # Pillow's 8.24 fixed-point weight for a 3-wide box
+
+
+def box_blur3(values: np.ndarray) -> np.ndarray:
+    """Pillow's ``BoxBlur(1)`` on a uint8 image, byte for byte (edges repeated, each pass rounded in 8.24
+    fixed point), in 2.4x less time than Pillow's row-transpose-row implementation."""
+    wide = values.astype(np.uint32)
+    rows = np.empty_like(wide)
+    rows[:, 1:-1] = wide[:, :-2] + wide[:, 1:-1] + wide[:, 2:]
+    rows[:, 0] = 2 * wide[:, 0] + wide[:, min(1, wide.shape[1] - 1)]
+    rows[:, -1] = wide[:, max(-2, -wide.shape[1])] + 2 * wide[:, -1]
+    rows *= BOX3_WEIGHT
+    rows += BOX3_HALF
+    rows >>= 24
+    both = np.empty_like(rows)
+    both[1:-1] = rows[:-2] + rows[1:-1] + rows[2:]
+    both[0] = 2 * rows[0] + rows[min(1, rows.shape[0] - 1)]
+    both[-1] = rows[max(-2, -rows.shape[0])] + 2 * rows[-1]
+    both *= BOX3_WEIGHT
+    both += BOX3_HALF
+    both >>= 24
+    return both.astype(np.uint8)
+
+
+def trimmed_extent(profile: np.ndarray, trim: float = 0.005) -> tuple[int, int]:
+    """First and last index holding the central mass, so a stray speck does not stretch the crop."""
+    cumulative = np.cumsum(profile) / profile.sum()
+    start = int(np.searchsorted(cumulative, trim))
+    stop = int(np.searchsorted(cumulative, 1.0 - trim))
+    return start, min(stop, len(profile) - 1)
+
+
+def relative_stroke_width(mask: np.ndarray) -> float:
+    """2 * area / perimeter approximates stroke width for thin strokes; relative to the glyph size."""
+    padded = np.pad(mask, 1)
+    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    area = int(np.count_nonzero(mask))
+    perimeter = area - int(np.count_nonzero(interior))
+    return 2.0 * area / max(perimeter, 1) / max(mask.shape)
+
+
+def resize(values: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(values.astype(np.float32)).resize((width, height), resample))
+
+
+def rank_filter(values: np.ndarray, size: int, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """Square min or max filter (grey-scale erosion or dilation), separable, edges padded by replication."""
+    half = size // 2
+    padded = np.pad(values, half, mode="edge")
+    rows = reduce(sliding_window_view(padded, size, axis=1), axis=-1)
+    return reduce(sliding_window_view(rows, size, axis=0), axis=-1).astype(np.float32)
+
+
+def gaussian_matrix(side: int, sigma: float) -> np.ndarray:
+    """The separable Gaussian blur of one axis (zero outside the image) as a (side, side) matrix."""
+    radius = int(3 * sigma)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    matrix = np.zeros((side, side))
+    for offset, weight in zip(range(-radius, radius + 1), taps, strict=True):
+        matrix += weight * np.eye(side, k=offset)
+    return matrix
+
+
+def resize_matrix(side_in: int, side_out: int, resample: Image.Resampling) -> np.ndarray:
+    """Pillow's resize of one axis as a (side_out, side_in) matrix, read off by resizing unit impulses."""
+    impulses = np.eye(side_in, dtype=np.float32)
+    return np.asarray(Image.fromarray(impulses).resize((side_in, side_out), resample), dtype=np.float64)
+
+
+@cache
+def blur_and_shrink(side_in: int, side_out: int, sigma: float) -> np.ndarray:
+    """One (side_out, side_in) map for 'Gaussian blur, then bicubic resize': apply as M @ image @ M.T."""
+    return (resize_matrix(side_in, side_out, Image.Resampling.BICUBIC) @ gaussian_matrix(side_in, sigma)).astype(
+        np.float32
+    )
