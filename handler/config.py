@@ -12,6 +12,15 @@ DEFAULT_POINTER = "DEFAULT"
 MB = 1024 * 1024
 RUNTIME_MB = 400  # interpreter, NumPy, LiteRT, the model, boto3 and thread buffers (benchmarks/limits.py)
 DECODE_BYTES_PER_PIXEL = 8  # peak while decoding the worst case, a 16-bit RGBA PNG (benchmarks/limits.py)
+LAMBDA_MB_PER_VCPU = 1769  # Lambda gives one vCPU per 1,769 MB of memory
+
+
+def usable_cpus(memory_mb: int | None) -> int:
+    """vCPUs this process may really use: the affinity mask, and on Lambda the share its memory buys."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if memory_mb:
+        cpus = min(cpus, max(1, memory_mb // LAMBDA_MB_PER_VCPU))
+    return max(1, cpus)
 
 
 class ConfigError(ValueError):
@@ -43,6 +52,7 @@ class Settings:
     chunk_items: int = 16
     chunk_bytes: int = 64 * 1024 * 1024
     memory_mb: int | None = None  # the function's MemorySize (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
+    workers: int = 0  # processes that decode and normalise; 0: one per usable vCPU
 
     def __post_init__(self) -> None:
         prefixes = {
@@ -74,6 +84,8 @@ class Settings:
         ):
             if number < 1:
                 raise ConfigError(f"{name}={number}: must be a positive integer")
+        if self.workers < 0:
+            raise ConfigError(f"WORKERS={self.workers}: 0 (one per vCPU) or a positive number")
         if self.memory_mb is not None and self.memory_mb < self.memory_needed_mb:
             raise ConfigError(
                 f"MemorySize {self.memory_mb} MB is below the {self.memory_needed_mb} MB the limits need"
@@ -111,13 +123,19 @@ class Settings:
             chunk_items=integer("CHUNK_ITEMS", defaults["chunk_items"].default),
             chunk_bytes=integer("CHUNK_BYTES", defaults["chunk_bytes"].default),
             memory_mb=integer("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) or None,
+            workers=integer("WORKERS", 0),
         )
 
     @property
     def memory_needed_mb(self) -> int:
         """The most one invocation can hold: the runtime, one chunk of bodies, and one worst-case decode."""
-        held = self.chunk_bytes + self.max_object_bytes + self.max_pixels * DECODE_BYTES_PER_PIXEL
+        held = self.chunk_bytes + self.cpu_workers * (self.max_object_bytes + self.max_pixels * DECODE_BYTES_PER_PIXEL)
         return RUNTIME_MB + -(-held // MB)
+
+    @property
+    def cpu_workers(self) -> int:
+        """Processes decoding at once (the caller included): WORKERS, or every vCPU the memory buys."""
+        return self.workers or usable_cpus(self.memory_mb)
 
     @property
     def resolved_model_uri(self) -> str:

@@ -19,7 +19,6 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from handler import imaging
 from handler import model as model_artifact
 from handler.config import Settings
 from handler.imaging import ImageError
@@ -27,6 +26,7 @@ from handler.model import Classifier
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
 from handler.sinks import RecordSlots, S3RecordSink
 from handler.storage import ObjectMissing, ObjectTooLarge, Storage
+from handler.workers import Workers, prepare_one
 
 Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
 T = TypeVar("T")
@@ -49,12 +49,13 @@ class Service:
     settings: Settings
     storage: Storage
     classifier: Classifier
+    workers: Workers | None = None
 
     @classmethod
     def create(cls, settings: Settings, storage: Storage | None = None) -> Service:
         storage = storage or Storage()
         classifier = model_artifact.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=storage.download)
-        return cls(settings, storage, classifier)
+        return cls(settings, storage, classifier, Workers(settings.cpu_workers - 1))
 
     @cached_property
     def model_info(self) -> ModelInfo:
@@ -90,27 +91,30 @@ def label(
     top_k: int = 5,
     *,
     deadline: Deadline | None = None,
+    workers: Workers | None = None,
 ) -> list[dict[str, Any]] | list[dict[str, Any] | None]:
     """One record per item, in order; every readable image is predicted in a single batch.
 
-    With a ``deadline``, an image whose decoding no longer fits gets None (deferred) instead of a record.
+    With ``workers``, decoding and normalising run on every vCPU. With a ``deadline`` (and no
+    workers), an image whose decoding no longer fits gets None (deferred) instead of a record.
     """
     info = model_info(classifier)
-    prepared: list[np.ndarray | ImageError | None] = []
-    for _, payload in items:
-        if isinstance(payload, ImageError):
-            prepared.append(payload)
-            continue
-        if deadline and not deadline.allows():
-            prepared.append(None)
-            continue
+    prepared: list[np.ndarray | ImageError | None] = [p if isinstance(p, ImageError) else None for _, p in items]
+    todo = [i for i, (_, payload) in enumerate(items) if not isinstance(payload, ImageError)]
+    if workers and workers.processes and len(todo) > 1:
         started = time.perf_counter()
-        try:
-            prepared.append(imaging.prepare(payload, max_pixels))
-        except ImageError as exc:
-            prepared.append(exc)
+        for i, result in zip(todo, workers.prepare([items[i][1] for i in todo], max_pixels), strict=True):  # type: ignore[misc]
+            prepared[i] = result
         if deadline:
             deadline.took(time.perf_counter() - started)
+    else:
+        for i in todo:
+            if deadline and not deadline.allows():
+                continue
+            started = time.perf_counter()
+            prepared[i] = prepare_one(items[i][1], max_pixels)  # type: ignore[arg-type]
+            if deadline:
+                deadline.took(time.perf_counter() - started)
     readable = [glyph for glyph in prepared if isinstance(glyph, np.ndarray)]
     probabilities = iter(classifier.predict(np.stack(readable)) if readable else [])
     records: list[dict[str, Any] | None] = []
@@ -248,7 +252,12 @@ def process(
             else:
                 items.append((index, fetched))
         records = label(
-            [item for _, item in items], service.classifier, settings.max_pixels, settings.top_k, deadline=deadline
+            [item for _, item in items],
+            service.classifier,
+            settings.max_pixels,
+            settings.top_k,
+            deadline=deadline,
+            workers=service.workers,
         )
         jobs = [
             (index, (source, record))

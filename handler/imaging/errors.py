@@ -9,3 +9,6 @@ class ImageError(ValueError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    def __reduce__(self) -> tuple[type[ImageError], tuple[ErrorCode, str]]:
+        return type(self), (self.code, str(self))  # crosses the pipe from a worker process intact
