@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes import S3Event, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -25,8 +25,18 @@ from handler.records import Source
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
 settings = Settings.from_env()  # fails the cold start with a clear message on a bad setting
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+def traced(handler: Handler) -> Handler:
+    """X-Ray subsegments from the SDK (each S3 call, the batch) when XRAY_SDK=true. Importing the SDK costs
+    about 150 ms of every cold start; Lambda's own tracing (Tracing: Active) records invocations without it."""
+    if not settings.xray_sdk:
+        return handler
+    from aws_lambda_powertools import Tracer
+
+    return Tracer().capture_lambda_handler(handler)
 
 
 @cache
@@ -43,6 +53,7 @@ def service() -> Service:
 
 
 service()  # Lambda's init phase: a missing or inconsistent model fails here, naming MODEL_URI, before any event
+service().storage.warm_up()  # the S3 client is built while the runtime fetches the first event
 
 
 class NotAnS3Notification(ValueError):
@@ -105,7 +116,6 @@ def _record_metrics(outcomes: list[Outcome], seconds: float) -> None:
 RETRY = ("failed", "deferred")  # statuses whose inputs are handed back for another attempt
 
 
-@tracer.capture_method
 def _run(sources: list[Source], context: LambdaContext | None, *, skip_existing: bool = False) -> list[Outcome]:
     started = time.perf_counter()
     deadline = Deadline(context.get_remaining_time_in_millis) if context else None
@@ -134,12 +144,14 @@ def _on_sqs(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if broken:
             raise RuntimeError(f"inputs not recorded, will retry: {broken}")
 
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)  # report, not raise
     return process_partial_response(event=event, record_handler=check, processor=processor, context=context)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@traced
 @metrics.log_metrics
 def on_upload(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """S3 uploads -> records. Accepts S3 notifications directly or through SQS."""
@@ -162,7 +174,7 @@ def source_from_map_item(item: dict[str, Any], bucket: str) -> Source:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@traced
 @metrics.log_metrics
 def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One Distributed Map batch: ``{"Items": [{"Key", "Etag", "Size", ...}], "BatchInput": {"bucket"}}``."""
@@ -176,7 +188,7 @@ def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@traced
 def summarize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """After the map: ``{"run_id", "ResultWriterDetails": {"Bucket", "Key"}}`` -> runs/<id>/summary.json.
 

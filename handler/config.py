@@ -53,6 +53,7 @@ class Settings:
     chunk_bytes: int = 64 * 1024 * 1024
     memory_mb: int | None = None  # the function's MemorySize (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
     workers: int = 0  # processes that decode and normalise; 0: one per usable vCPU
+    xray_sdk: bool = False  # X-Ray subsegments via the SDK (costs cold start); Lambda's own tracing works without
 
     def __post_init__(self) -> None:
         prefixes = {
@@ -124,6 +125,7 @@ class Settings:
             chunk_bytes=integer("CHUNK_BYTES", defaults["chunk_bytes"].default),
             memory_mb=integer("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) or None,
             workers=integer("WORKERS", 0),
+            xray_sdk=env.get("XRAY_SDK", "").lower() in ("1", "true", "yes"),
         )
 
     @property

@@ -129,10 +129,18 @@ def test_a_crash_between_write_and_cleanup_is_finished_by_the_redelivered_messag
 # --- time and memory bounds ---
 
 
-def test_inputs_that_do_not_fit_before_the_deadline_are_handed_back_not_cut_off(app: Any, s3: Any) -> None:
+@pytest.mark.parametrize("helpers", [0, 1], ids=["one process: checked per image", "helpers: checked per chunk"])
+def test_inputs_that_do_not_fit_before_the_deadline_are_handed_back_not_cut_off(
+    app: Any, s3: Any, helpers: int
+) -> None:
+    from handler.workers import Workers
+
+    service = app.service()
+    service.workers = Workers(helpers)
+    service.settings = replace(service.settings, chunk_items=4)
     objects = [upload(s3, f"input/slow/{i}.png") for i in range(12)]
     event = sqs_wrap([s3_notification(BUCKET, [obj]) for obj in objects])
-    clock = Clock(remaining_ms=15_000, step=1_000)  # each look at the clock costs a second
+    clock = Clock(remaining_ms=12_000, step=3_000)  # each look at the clock costs three seconds
     response = app.on_upload(event, clock)
     retried = {item["itemIdentifier"] for item in response["batchItemFailures"]}
     recorded = {k.removeprefix("output/").removesuffix(".json") for k in keys(s3, "output/")}
@@ -141,6 +149,7 @@ def test_inputs_that_do_not_fit_before_the_deadline_are_handed_back_not_cut_off(
         assert (record["messageId"] in retried) != (key.removeprefix("input/") in recorded)
     assert app.on_upload(event, CONTEXT) == {"batchItemFailures": []}
     assert len(keys(s3, "output/")) == 12
+    service.workers.close()
 
 
 def test_a_batch_is_fetched_and_labelled_in_bounded_chunks(app: Any, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,111 @@
+"""The per-image path against its floor: bytes -> label, in process, on photo-like JPEG uploads.
+
+Median of interleaved rounds over the same uploads: JPEG decode, the normaliser, LiteRT inference
+(batch 64), and ``pipeline.label`` at batch 64 with one process and with every vCPU. The floor is
+decode + inference: what no normaliser can go below. Also: throughput with 2 processes vs 1.
+
+Run: .venv/bin/python benchmarks/speed.py [--images 500 --rounds 5]
+Writes benchmarks/results/speed.json (the README's table is generated from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.photolike import photo_like  # noqa: E402
+from handler import imaging, model  # noqa: E402
+from handler.config import bundled_model_uri  # noqa: E402
+from handler.pipeline import label, local_source  # noqa: E402
+from handler.workers import Workers  # noqa: E402
+from training.data import load_folder  # noqa: E402
+
+MAX_PIXELS = 40_000_000
+TARGETS = {"normalise_ms": 1.2, "two_worker_speedup": 1.7}
+
+
+def per_image_ms(function: Callable[[Any], object], items: Sequence[Any], repeat: int = 1) -> float:
+    started = time.perf_counter()
+    for _ in range(repeat):
+        for item in items:
+            function(item)
+    return (time.perf_counter() - started) / (len(items) * repeat) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
+    args = parser.parse_args()
+    emnist = load_folder(Path(args.data))
+    rng = np.random.default_rng(0)
+    blobs = [photo_like(emnist.images[i], rng) for i in rng.choice(len(emnist), args.images, replace=False)]
+    classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
+    grays = [imaging.decode(b, MAX_PIXELS) for b in blobs]
+    glyphs = np.stack([imaging.normalise(g) for g in grays])
+    batches = [glyphs[i : i + 64] for i in range(0, len(glyphs), 64)]
+    items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(blobs)]
+    item_batches = [items[i : i + 64] for i in range(0, len(items), 64)]
+    one, two = Workers(0), Workers(1)
+    two.prepare(blobs[:4], MAX_PIXELS)  # start the helper before timing
+    rounds: dict[str, list[float]] = {k: [] for k in ("decode", "normalise", "inference", "label_1", "label_2")}
+    for _ in range(args.rounds):  # interleaved, so drift hits every step alike
+        rounds["decode"].append(per_image_ms(lambda b: imaging.decode(b, MAX_PIXELS), blobs))
+        rounds["normalise"].append(per_image_ms(imaging.normalise, grays))
+        rounds["inference"].append(per_image_ms(classifier.predict, batches) / 64)
+        rounds["label_1"].append(
+            per_image_ms(lambda b: label(b, classifier, MAX_PIXELS, workers=one), item_batches) / 64
+        )
+        rounds["label_2"].append(
+            per_image_ms(lambda b: label(b, classifier, MAX_PIXELS, workers=two), item_batches) / 64
+        )
+    two.close()
+    ms = {k: statistics.median(v) for k, v in rounds.items()}
+    floor = ms["decode"] + ms["inference"]
+    speedup = ms["label_1"] / ms["label_2"]
+    cpus = len(os.sched_getaffinity(0))
+    print(
+        f"{args.images} photo-like JPEG uploads (~{np.mean([g.size for g in grays]) ** 0.5:.0f} px square), "
+        f"median of {args.rounds} interleaved rounds, {cpus} CPUs, model {classifier.manifest.version}"
+    )
+    print(f"  JPEG decode                      {ms['decode']:6.3f} ms/image")
+    print(
+        f"  normaliser                       {ms['normalise']:6.3f} ms/image   target <= {TARGETS['normalise_ms']} ms: "
+        f"{'PASS' if ms['normalise'] <= TARGETS['normalise_ms'] else 'FAIL'}"
+    )
+    print(f"  LiteRT inference (batch 64)      {ms['inference']:6.3f} ms/image")
+    print(f"  floor: decode + inference        {floor:6.3f} ms/image")
+    print(f"  pipeline.label, 1 process        {ms['label_1']:6.3f} ms/image   {ms['label_1'] / floor:4.2f}x the floor")
+    print(f"  pipeline.label, 2 processes      {ms['label_2']:6.3f} ms/image   {ms['label_2'] / floor:4.2f}x the floor")
+    print(
+        f"  throughput 2 processes / 1       {speedup:6.2f}x            target >= {TARGETS['two_worker_speedup']}x: "
+        f"{'PASS' if speedup >= TARGETS['two_worker_speedup'] else 'FAIL'}"
+    )
+    results = {
+        **{f"{k}_ms": round(v, 3) for k, v in ms.items()},
+        "floor_ms": round(floor, 3),
+        "two_worker_speedup": round(speedup, 2),
+        "images": args.images,
+        "cpus": cpus,
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if ms["normalise"] <= TARGETS["normalise_ms"] and speedup >= TARGETS["two_worker_speedup"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
