@@ -59,7 +59,7 @@ def main() -> int:
     batches = [glyphs[i : i + 64] for i in range(0, len(glyphs), 64)]
     items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(blobs)]
     item_batches = [items[i : i + 64] for i in range(0, len(items), 64)]
-    one, two = Workers(0), Workers(1)
+    one, two = Workers(0), Workers(1, classifier.predict_in_helper)  # as Service.create makes them
     two.prepare(blobs[:4], MAX_PIXELS)  # start the helper before timing
     rounds: dict[str, list[float]] = {k: [] for k in ("decode", "normalise", "inference", "label_1", "label_2")}
     for _ in range(args.rounds):  # interleaved, so drift hits every step alike

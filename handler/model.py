@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -158,6 +159,7 @@ class Classifier:
             )
         self._batch = 0
         self._lock = threading.Lock()
+        self._owner = os.getpid()
 
     @property
     def classes(self) -> str:
@@ -176,6 +178,12 @@ class Classifier:
             self._interpreter.set_tensor(self._input, batch)
             self._interpreter.invoke()
             return np.array(self._interpreter.get_tensor(self._output))
+
+    def predict_in_helper(self, images: np.ndarray) -> np.ndarray:
+        """:meth:`predict` in a forked helper process: its own lock, as the parent's may have been held at fork."""
+        if self._owner != os.getpid():
+            self._owner, self._lock = os.getpid(), threading.Lock()
+        return self.predict(images)
 
 
 Fetcher = Callable[[str, Path], None]

@@ -26,7 +26,7 @@ from handler.model import Classifier
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
 from handler.sinks import RecordSlots, S3RecordSink
 from handler.storage import ObjectMissing, ObjectTooLarge, Storage
-from handler.workers import Workers, prepare_one
+from handler.workers import Workers, prepare_one, readable_of
 
 Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class Service:
     def create(cls, settings: Settings, storage: Storage | None = None) -> Service:
         storage = storage or Storage()
         classifier = model_artifact.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=storage.download)
-        return cls(settings, storage, classifier, Workers(settings.cpu_workers - 1))
+        return cls(settings, storage, classifier, Workers(settings.cpu_workers - 1, classifier.predict_in_helper))
 
     @cached_property
     def model_info(self) -> ModelInfo:
@@ -100,11 +100,27 @@ def label(
     """
     info = model_info(classifier)
     prepared: list[np.ndarray | ImageError | None] = [p if isinstance(p, ImageError) else None for _, p in items]
+    probabilities: dict[int, np.ndarray] = {}
     todo = [i for i, (_, payload) in enumerate(items) if not isinstance(payload, ImageError)]
+
+    def predict(indices: list[int]) -> None:
+        readable = [i for i in indices if isinstance(prepared[i], np.ndarray)]
+        if readable:
+            probabilities.update(
+                zip(readable, classifier.predict(np.stack([prepared[i] for i in readable])), strict=True)
+            )
+
     if workers and workers.processes and len(todo) > 1:
         started = time.perf_counter()
-        for i, result in zip(todo, workers.prepare([items[i][1] for i in todo], max_pixels), strict=True):  # type: ignore[misc]
-            prepared[i] = result
+        payloads = [items[i][1] for i in todo]
+        for positions, share, predicted in workers.shares(payloads, max_pixels):  # type: ignore[arg-type]
+            indices = [todo[position] for position in positions]
+            for index, result in zip(indices, share, strict=True):
+                prepared[index] = result
+            if predicted is None:
+                predict(indices)  # the caller's own share, while the helpers finish theirs
+            else:
+                probabilities.update(zip([indices[i] for i in readable_of(share)], predicted, strict=True))
         if deadline:
             deadline.took(time.perf_counter() - started)
     else:
@@ -115,16 +131,15 @@ def label(
             prepared[i] = prepare_one(items[i][1], max_pixels)  # type: ignore[arg-type]
             if deadline:
                 deadline.took(time.perf_counter() - started)
-    readable = [glyph for glyph in prepared if isinstance(glyph, np.ndarray)]
-    probabilities = iter(classifier.predict(np.stack(readable)) if readable else [])
+        predict(todo)
     records: list[dict[str, Any] | None] = []
-    for (source, _), glyph in zip(items, prepared, strict=True):
+    for index, ((source, _), glyph) in enumerate(zip(items, prepared, strict=True)):
         if glyph is None:
             records.append(None)
         elif isinstance(glyph, ImageError):
             records.append(error_record(source, glyph.code, str(glyph), info))
         else:
-            records.append(result_record(source, next(probabilities), classifier.classes, info, top_k))
+            records.append(result_record(source, probabilities[index], classifier.classes, info, top_k))
     return records
 
 

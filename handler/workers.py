@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -20,6 +20,8 @@ from handler import imaging
 from handler.imaging import ImageError
 
 Prepared = np.ndarray | ImageError
+Predict = Callable[[np.ndarray], np.ndarray]
+OWN_SHARE = 0.9  # the caller's share of the images, relative to a helper's: it also builds the records
 
 
 def prepare_one(payload: bytes, max_pixels: int) -> Prepared:
@@ -29,7 +31,11 @@ def prepare_one(payload: bytes, max_pixels: int) -> Prepared:
         return exc
 
 
-def _serve(connection: Connection, inherited: list[Connection]) -> None:
+def readable_of(results: Sequence[Prepared]) -> list[int]:
+    return [i for i, result in enumerate(results) if isinstance(result, np.ndarray)]
+
+
+def _serve(connection: Connection, inherited: list[Connection], predict: Predict | None) -> None:
     for other in inherited:  # the caller's ends, copied by fork: holding them would hide the caller's death
         other.close()
     while True:
@@ -40,52 +46,74 @@ def _serve(connection: Connection, inherited: list[Connection]) -> None:
         if job is None:
             return
         payloads, max_pixels = job
-        connection.send([prepare_one(payload, max_pixels) for payload in payloads])
+        results = [prepare_one(payload, max_pixels) for payload in payloads]
+        readable = readable_of(results)
+        probabilities = predict(np.stack([results[i] for i in readable])) if predict and readable else None
+        connection.send((results, probabilities))
 
 
 class Workers:
-    """``processes`` helpers plus the caller; started on first use, stopped at exit."""
+    """``processes`` helpers plus the caller; started on first use, stopped at exit. Given ``predict``
+    (the loaded model, inherited by fork), helpers also run the model on their share, so nothing but
+    building the records is left to the caller."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, predict: Predict | None = None) -> None:
         self.processes = processes
+        self.predict = predict
         self._pipes: list[Connection] = []
 
     def _start(self) -> None:
         context = multiprocessing.get_context("fork")  # no re-import: the helpers share the loaded code
         for _ in range(self.processes):
             mine, theirs = context.Pipe()
-            context.Process(target=_serve, args=(theirs, [*self._pipes, mine]), daemon=True).start()
+            helper = context.Process(target=_serve, args=(theirs, [*self._pipes, mine], self.predict), daemon=True)
+            helper.start()
             theirs.close()
             self._pipes.append(mine)
         atexit.register(self.close)
 
     def prepare(self, payloads: Sequence[bytes], max_pixels: int) -> list[Prepared]:
-        """Each payload decoded and normalised, in order, the work split evenly across processes."""
+        """Each payload decoded and normalised, in order, the work split across processes."""
+        results: list[Prepared | None] = [None] * len(payloads)
+        for indices, share, _ in self.shares(payloads, max_pixels):
+            for index, result in zip(indices, share, strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def shares(
+        self, payloads: Sequence[bytes], max_pixels: int
+    ) -> Iterator[tuple[list[int], list[Prepared], np.ndarray | None]]:
+        """(indices, results, probabilities of the readable ones or None) for each process's share. The
+        caller's own share comes first and is not predicted here: the caller runs the model on it while
+        the helpers finish theirs."""
         if self.processes == 0 or len(payloads) < 2:
-            return [prepare_one(payload, max_pixels) for payload in payloads]
+            yield list(range(len(payloads))), [prepare_one(payload, max_pixels) for payload in payloads], None
+            return
         if not self._pipes:
             self._start()
-        shares = np.array_split(np.arange(len(payloads)), self.processes + 1)
+        weights = np.array([OWN_SHARE] + [1.0] * self.processes)
+        bounds = np.round(np.cumsum(weights) / weights.sum() * len(payloads)).astype(int)
+        ranges = [list(range(start, stop)) for start, stop in zip([0, *bounds[:-1]], bounds, strict=True)]
         sent = []
-        for pipe, share in zip(self._pipes, shares[1:], strict=True):
+        for pipe, indices in zip(self._pipes, ranges[1:], strict=True):
             try:
-                pipe.send(([payloads[i] for i in share], max_pixels))
+                pipe.send(([payloads[i] for i in indices], max_pixels))
                 sent.append(True)
             except OSError:  # a helper died since the last batch
                 sent.append(False)
-        results = [prepare_one(payloads[i], max_pixels) for i in shares[0]]
+        yield ranges[0], [prepare_one(payloads[i], max_pixels) for i in ranges[0]], None
         healthy = all(sent)
-        for pipe, share, delivered in zip(self._pipes, shares[1:], sent, strict=True):
+        for pipe, indices, delivered in zip(self._pipes, ranges[1:], sent, strict=True):
             try:
                 if not delivered:
                     raise EOFError
-                results.extend(pipe.recv())
+                share, probabilities = pipe.recv()
             except (EOFError, OSError):  # it died (out of memory?): its share is done here, helpers restart next time
-                results.extend(prepare_one(payloads[i], max_pixels) for i in share)
+                share, probabilities = [prepare_one(payloads[i], max_pixels) for i in indices], None
                 healthy = False
+            yield indices, share, probabilities
         if not healthy:
             self.close()
-        return results
 
     def close(self) -> None:
         for pipe in self._pipes:
