@@ -5,18 +5,20 @@ writer follows the same steps, all of them conditional, so that any interleaving
 versions of one key, a bulk run racing an upload, a retry after a crash) ends with one record, and
 that record is for the object's current ETag:
 
-1. HEAD our slot. If it already holds this version and model, skip the PUT (duplicate events are free).
-   If it holds another version, ask S3 which one is current (HEAD the input); if not ours, stop.
-2. PUT our slot with ``If-Match`` the ETag seen in step 1 (or ``If-None-Match: *``); on 412, start again.
+1. PUT our slot with ``If-None-Match: *`` (most inputs are new). If that fails, HEAD the slot: if it
+   already holds this version and model, skip the PUT; if it holds another version, ask S3 which one
+   is current (HEAD the input), and stop if it is not ours.
+2. PUT our slot with ``If-Match`` the ETag seen in step 1; on 412, start again from the HEAD.
 3. HEAD the other slot. If it describes the current version and ours does not, delete ours; otherwise
    delete it, ``If-Match`` the ETag we saw (conditional delete); on 412, start again.
 
-The common case (a new upload) costs HEAD + PUT + HEAD; the input HEAD is paid only when two versions meet.
+The common case (a new upload) costs PUT + HEAD; the input HEAD is paid only when two versions meet.
 A crash anywhere leaves a state the next attempt (an SQS redelivery, a bulk rerun) finishes from step 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,25 +64,32 @@ class S3RecordSink:
     ) -> Committed:
         mine, other = slots.for_record(record)
         body = json.dumps(record, ensure_ascii=False).encode()
-        for _ in range(MAX_ROUNDS):
+        for attempt in range(MAX_ROUNDS):
             try:
-                return self._round(bucket, input_key, source_etag, mine, other, body)
+                return self._round(bucket, input_key, source_etag, mine, other, body, optimistic=attempt == 0)
             except WriteConflict:
                 continue
         raise CommitContention(f"s3://{bucket}/{input_key}: records kept changing under {MAX_ROUNDS} attempts")
 
-    def _round(self, bucket: str, input_key: str, etag: str, mine: str, other: str, body: bytes) -> Committed:
+    def _round(
+        self, bucket: str, input_key: str, etag: str, mine: str, other: str, body: bytes, *, optimistic: bool
+    ) -> Committed:
         storage = self.storage
-        seen = storage.head_record(bucket, mine)
-        if seen and seen.source_etag != etag and not self._is_current(bucket, input_key, etag):
-            return "superseded"
-        if seen and seen.source_etag == etag and seen.model_version == self.model_version:
-            written, outcome = seen.etag, "unchanged"
-        else:
-            written = storage.put_record(
-                bucket, mine, body, etag, self.model_version, replaces=seen.etag if seen else None
-            )
-            outcome = "written"
+        written: str | None = None
+        outcome = "written"
+        if optimistic:  # most inputs are new: try "only if absent" first and skip the HEAD
+            with contextlib.suppress(WriteConflict):
+                written = storage.put_record(bucket, mine, body, etag, self.model_version, replaces=None)
+        if written is None:
+            seen = storage.head_record(bucket, mine)
+            if seen and seen.source_etag != etag and not self._is_current(bucket, input_key, etag):
+                return "superseded"
+            if seen and seen.source_etag == etag and seen.model_version == self.model_version:
+                written, outcome = seen.etag, "unchanged"
+            else:
+                written = storage.put_record(
+                    bucket, mine, body, etag, self.model_version, replaces=seen.etag if seen else None
+                )
         rival = storage.head_record(bucket, other)
         if rival is None:
             return outcome  # type: ignore[return-value]
