@@ -116,10 +116,12 @@ def _record_metrics(outcomes: list[Outcome], seconds: float) -> None:
 RETRY = ("failed", "deferred")  # statuses whose inputs are handed back for another attempt
 
 
-def _run(sources: list[Source], context: LambdaContext | None, *, skip_existing: bool = False) -> list[Outcome]:
+def _run(
+    sources: list[Source], context: LambdaContext | None, *, skip_existing: bool = False, jsonl: bool = False
+) -> list[Outcome]:
     started = time.perf_counter()
     deadline = Deadline(context.get_remaining_time_in_millis) if context else None
-    outcomes = process(sources, service(), skip_existing=skip_existing, deadline=deadline)
+    outcomes = process(sources, service(), skip_existing=skip_existing, deadline=deadline, jsonl=jsonl)
     _record_metrics(outcomes, time.perf_counter() - started)
     return outcomes
 
@@ -184,7 +186,7 @@ def bulk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         for item in event.get("Items", [])
         if is_input(item["Key"], settings.input_prefix)
     ]
-    return batch_result(_run(sources, context, skip_existing=True))
+    return batch_result(_run(sources, context, skip_existing=True, jsonl=settings.bulk_output == "jsonl"))
 
 
 @logger.inject_lambda_context

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
@@ -115,8 +113,9 @@ def run_prefix(
     sources = (s for s in service.storage.list_objects(bucket, listed) if is_input(s.key, input_prefix))
     totals = RunTotals()
     seen = 0
+    jsonl = service.settings.bulk_output == "jsonl"
     for batch in chunks(sources, batch_size):
-        totals.add(batch_result(process(batch, service, skip_existing=True)))
+        totals.add(batch_result(process(batch, service, skip_existing=True, jsonl=jsonl)))
         seen += len(batch)
         if progress:
             progress(seen, dict(totals.counts))
@@ -199,15 +198,3 @@ def write_summary(
     body = summary(run_id, bucket, service, totals.as_dict(), started_at, error)
     service.storage.put_json(bucket, summary_key(service, run_id), body)
     return body
-
-
-def print_progress(stream: Any = sys.stderr) -> Callable[[int, dict[str, int]], None]:
-    started = time.perf_counter()
-
-    def report(seen: int, counts: dict[str, int]) -> None:
-        rate = seen / max(time.perf_counter() - started, 1e-9)
-        parts = ", ".join(f"{k} {v}" for k, v in counts.items())
-        stream.write(f"\r  {seen} inputs ({rate:.0f}/s): {parts}   ")
-        stream.flush()
-
-    return report

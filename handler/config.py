@@ -53,6 +53,7 @@ class Settings:
     chunk_bytes: int = 64 * 1024 * 1024
     memory_mb: int | None = None  # the function's MemorySize (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
     workers: int = 0  # processes that decode and normalise; 0: one per usable vCPU
+    bulk_output: str = "objects"  # bulk runs: one record object per input, or "jsonl": one object per batch
     xray_sdk: bool = False  # X-Ray subsegments via the SDK (costs cold start); Lambda's own tracing works without
 
     def __post_init__(self) -> None:
@@ -85,6 +86,8 @@ class Settings:
         ):
             if number < 1:
                 raise ConfigError(f"{name}={number}: must be a positive integer")
+        if self.bulk_output not in ("objects", "jsonl"):
+            raise ConfigError(f"BULK_OUTPUT={self.bulk_output!r}: 'objects' or 'jsonl'")
         if self.workers < 0:
             raise ConfigError(f"WORKERS={self.workers}: 0 (one per vCPU) or a positive number")
         if self.memory_mb is not None and self.memory_mb < self.memory_needed_mb:
@@ -126,6 +129,7 @@ class Settings:
             memory_mb=integer("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) or None,
             workers=integer("WORKERS", 0),
             xray_sdk=env.get("XRAY_SDK", "").lower() in ("1", "true", "yes"),
+            bulk_output=env.get("BULK_OUTPUT", "objects") or "objects",
         )
 
     @property

@@ -24,7 +24,7 @@ from handler.config import Settings
 from handler.imaging import ImageError
 from handler.model import Classifier
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
-from handler.sinks import RecordSlots, S3RecordSink
+from handler.sinks import RecordSlots, S3RecordSink, batch_key, write_batch
 from handler.storage import ObjectMissing, ObjectTooLarge, Storage
 from handler.workers import Workers, prepare_one, readable_of
 
@@ -211,6 +211,7 @@ def process(
     *,
     skip_existing: bool = False,
     deadline: Deadline | None = None,
+    jsonl: bool = False,
 ) -> list[Outcome]:
     """Fetch, label and record each S3 input; returns one outcome per input, in order.
 
@@ -222,7 +223,11 @@ def process(
     workers = settings.concurrency
     sink = S3RecordSink(storage, service.model_info.version)
     outcomes: dict[int, Outcome] = {}
-    if skip_existing:
+    collected: dict[int, dict[str, Any]] = {}
+    batch = batch_key(settings.output_prefix, service.model_info.version, sources) if jsonl else ""
+    if jsonl and sources and storage.head_record(str(sources[0].bucket), batch):
+        return [Outcome(source, "skipped", record_key=batch) for source in sources]
+    if skip_existing and not jsonl:
         for index, done in enumerate(_map(lambda s: _guard(lambda: _already_done(service, s)), sources, workers)):
             if isinstance(done, Exception):
                 outcomes[index] = Outcome(sources[index], "failed", failure=repr(done))
@@ -242,6 +247,10 @@ def process(
 
     def write(job: tuple[Source, dict[str, Any]]) -> Outcome:
         source, record = job
+        errored = is_error(record)
+        code = record["error"]["code"] if errored else None
+        if jsonl:  # collected here, written once for the whole batch below
+            return Outcome(source, "error" if errored else "result", record_key=batch, error_code=code)
         try:
             committed = sink.commit(
                 str(source.bucket), source.key, source.etag or "", _slots(service, source.key), record
@@ -251,8 +260,6 @@ def process(
         if committed == "superseded":
             return Outcome(source, "superseded")
         key = _slots(service, source.key).for_record(record)[0]
-        errored = is_error(record)
-        code = record["error"]["code"] if errored else None
         return Outcome(source, "error" if errored else "result", record_key=key, error_code=code)
 
     pending = [index for index in range(len(sources)) if index not in outcomes]
@@ -279,11 +286,30 @@ def process(
             for (index, (source, _)), record in zip(items, records, strict=True)
             if record is not None
         ]
-        for (index, _), outcome in zip(jobs, _map(write, [job for _, job in jobs], workers), strict=True):
+        for (index, job), outcome in zip(jobs, _map(write, [job for _, job in jobs], workers), strict=True):
             outcomes[index] = outcome
+            if jsonl:
+                collected[index] = job[1]
         if deadline:
             deadline.took(time.perf_counter() - started)
-    return [outcomes.get(index) or Outcome(sources[index], "deferred") for index in range(len(sources))]
+    final = [outcomes.get(index) or Outcome(sources[index], "deferred") for index in range(len(sources))]
+    if jsonl:
+        return _finish_batch(service, batch, sources, final, collected)
+    return final
+
+
+def _finish_batch(
+    service: Service, key: str, sources: Sequence[Source], outcomes: list[Outcome], records: dict[int, dict[str, Any]]
+) -> list[Outcome]:
+    """JSON Lines mode: the batch is written whole or not at all, so a rerun either skips it or redoes it."""
+    if any(outcome.status in ("failed", "deferred") for outcome in outcomes):
+        return [o if o.status in ("failed", "deferred") else Outcome(o.source, "deferred") for o in outcomes]
+    try:
+        ordered = [records[index] for index in sorted(records)]
+        write_batch(service.storage, str(sources[0].bucket), key, ordered, service.model_info.version)
+    except Exception as exc:  # noqa: BLE001 - the whole batch is retried
+        return [Outcome(o.source, "failed", failure=repr(exc)) for o in outcomes]
+    return outcomes
 
 
 def _guard(function: Callable[[], T]) -> T | Exception:

@@ -19,13 +19,16 @@ A crash anywhere leaves a state the next attempt (an SQS redelivery, a bulk reru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from handler.records import is_error, record_key
+from handler.records import Source, is_error, record_key
 from handler.storage import RecordHead, Storage, WriteConflict
 
+BATCHES = "_batches/"
 MAX_ROUNDS = 8  # each round is lost only to another writer's progress; 8 in a row means a storm: retry later
 Committed = Literal["written", "unchanged", "superseded"]
 
@@ -107,3 +110,18 @@ class S3RecordSink:
         if rival.source_etag == etag:
             return False  # same version: ours is the newer verdict (a fixed model, a retried write)
         return not self._is_current(bucket, input_key, etag)
+
+
+def batch_key(output_prefix: str, model_version: str, sources: Sequence[Source]) -> str:
+    """Where a bulk batch's JSON Lines go: named by what it holds (keys and ETags) and the model, so a
+    rerun over unchanged inputs finds the batch already written and skips it with one HEAD."""
+    listing = "\n".join(sorted(f"{s.key}\t{s.etag or ''}" for s in sources))
+    digest = hashlib.sha256(listing.encode()).hexdigest()[:32]
+    return f"{output_prefix}{BATCHES}{model_version}/{digest}.jsonl"
+
+
+def write_batch(storage: Storage, bucket: str, key: str, records: Sequence[dict[str, Any]], model_version: str) -> None:
+    """Every record of a batch in one object (write-once: a concurrent retry that wrote it first is fine)."""
+    body = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode()
+    with contextlib.suppress(WriteConflict):
+        storage.put_record(bucket, key, body, "", model_version, replaces=None, content_type="application/x-ndjson")

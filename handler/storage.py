@@ -116,6 +116,7 @@ class Storage:
         model_version: str,
         *,
         replaces: str | None,
+        content_type: str = "application/json",
     ) -> str:
         """Write a record only if the slot still holds what we last saw: ``replaces`` is that object's
         ETag (``If-Match``), or None for "nothing there" (``If-None-Match: *``). Returns the new ETag;
@@ -127,7 +128,7 @@ class Storage:
                 Bucket=bucket,
                 Key=key,
                 Body=body,
-                ContentType="application/json",
+                ContentType=content_type,
                 Metadata={META_ETAG: source_etag, META_MODEL: model_version},
                 **condition,
             )

@@ -293,3 +293,25 @@ def test_run_results_are_folded_in_constant_memory() -> None:
     tracemalloc.stop()
     assert totals.as_dict()["total"] == 200_000 * 64
     assert peak < 5_000_000  # bytes: one chunk and one value, not the file
+
+
+# --- bulk runs in JSON Lines mode ---
+
+
+def test_bulk_jsonl_mode_writes_one_object_per_batch_and_a_rerun_skips_it(app: Any, s3: Any) -> None:
+    service = app.service()
+    service.settings = replace(service.settings, bulk_output="jsonl")
+    for i in range(5):
+        upload(s3, f"input/j/{i}.png", SEVEN if i != 3 else b"garbage")
+    first = run_prefix(service, BUCKET, "j1", batch_size=4)
+    assert first["counts"]["result"] == 4 and first["counts"]["error"] == 1
+    batches = keys(s3, "output/_batches/")
+    assert len(batches) == 2 and keys(s3, "errors/") == []  # no per-input objects, no DELETEs
+    lines = [json.loads(line) for key in batches for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].iter_lines()]
+    assert sorted(r["source"]["key"] for r in lines) == [f"input/j/{i}.png" for i in range(5)]
+    assert {r["schema"] for r in lines} == {"handwriting-ocr/result/1", "handwriting-ocr/error/1"}
+    second = run_prefix(service, BUCKET, "j2", batch_size=4)
+    assert second["counts"]["skipped"] == 5 and keys(s3, "output/_batches/") == batches
+    upload(s3, "input/j/4.png", png_bytes(draw_seven(120)))  # a changed input: its batch is redone
+    third = run_prefix(service, BUCKET, "j3", batch_size=4)
+    assert third["counts"]["skipped"] == 4 and third["counts"]["result"] == 1
