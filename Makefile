@@ -52,11 +52,14 @@ template: $(TOOLS)/.sam  ## cfn-lint and sam validate --lint on template.yaml
 image-check:  ## install the image's runtime requirements in a clean venv, import the entry points, print size
 	$(PYTHON) infra/check_image_requirements.py
 
-bench: $(VENV)/.dev  ## cold start, throughput vs naive TensorFlow, accuracy on photo-like uploads
+bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tables regenerated from them
 	$(PY) benchmarks/cold_start.py
+	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/cost.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/photo_accuracy.py
 	$(PY) benchmarks/limits.py
+	$(PY) benchmarks/report.py
 
 train: $(VENV)/.dev  ## the bundled model's recipe: 30 augmented epochs, 6 fine-tuning epochs, publish into models/
 	$(PY) -m training train --arch bn_cnn --run runs/bn_cnn

@@ -1,0 +1,100 @@
+"""Regenerate the README's speed and cost tables from benchmarks/results/*.json (written by the benchmarks).
+
+Run after the benchmarks (``make bench`` does): the tables between the ``<!-- bench:... -->`` markers
+are replaced; nothing else in the README changes. Figures are never typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def speed_table() -> str:
+    speed = json.loads((RESULTS / "speed.json").read_text())
+    cold = json.loads((RESULTS / "cold_start.json").read_text())
+    floor = speed["floor_ms"]
+    rows = [
+        ("JPEG decode", f"{speed['decode_ms']:.3f} ms", "", ""),
+        ("normaliser", f"{speed['normalise_ms']:.3f} ms", "<= 1.2 ms", ""),
+        ("LiteRT inference, batch 64", f"{speed['inference_ms']:.3f} ms", "", ""),
+        ("**floor: decode + inference**", f"{floor:.3f} ms", "", "1.00x"),
+        (
+            "`pipeline.label`, batch 64, 1 process",
+            f"{speed['label_1_ms']:.3f} ms",
+            "",
+            f"{speed['label_1_ms'] / floor:.2f}x",
+        ),
+        (
+            "`pipeline.label`, batch 64, 2 processes",
+            f"{speed['label_2_ms']:.3f} ms",
+            "",
+            f"{speed['label_2_ms'] / floor:.2f}x",
+        ),
+        ("throughput, 2 processes / 1", f"{speed['two_worker_speedup']:.2f}x", ">= 1.7x", ""),
+        ("cold start: import + load and verify the model", f"{cold['init_s']:.3f} s", "<= 0.4 s", ""),
+        (
+            "cold start: until the S3 client (built in the background) is ready",
+            f"{cold['client_ready_s']:.3f} s",
+            "",
+            "",
+        ),
+    ]
+    lines = [
+        f"Per image, {speed['images']} photo-like JPEG uploads, median of interleaved rounds, {speed['cpus']} CPUs "
+        "(`benchmarks/speed.py`, `benchmarks/cold_start.py`):",
+        "",
+        "| step | per image | target | vs floor |",
+        "| --- | --- | --- | --- |",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+    ]
+    return "\n".join(lines)
+
+
+def cost_table() -> str:
+    cost = json.loads((RESULTS / "cost.json").read_text())
+    names = {
+        "upload": "upload path (S3 -> SQS -> Lambda)",
+        "bulk_objects": "bulk, one object per input",
+        "bulk_jsonl": "bulk, JSON Lines per batch",
+    }
+    targets = {"upload": "<= $6", "bulk_jsonl": "<= $1.5"}
+    lines = [
+        f"Per million images, {cost['prices_as_of']} (`benchmarks/cost.py`):",
+        "",
+        "| path | total | target | biggest items |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, items in cost["items"].items():
+        top = sorted(items.items(), key=lambda kv: -kv[1])[:3]
+        lines.append(
+            f"| {names[name]} | ${cost['totals'][name]:.2f} | {targets.get(name, '')} | "
+            + ", ".join(f"{item} ${value:.2f}" for item, value in top)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def replace(text: str, marker: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- bench:{marker} -->\n)(?:.*?\n)?(<!-- /bench:{marker} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README has no <!-- bench:{marker} --> section")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def main() -> int:
+    readme = ROOT / "README.md"
+    text = replace(readme.read_text(), "speed", speed_table())
+    text = replace(text, "cost", cost_table())
+    readme.write_text(text)
+    print("README tables regenerated from benchmarks/results/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
