@@ -58,6 +58,7 @@ bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tab
 	$(PY) benchmarks/cost.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/photo_accuracy.py
+	$(PY) benchmarks/allow_digits.py
 	$(PY) benchmarks/limits.py
 	$(PY) benchmarks/report.py
 

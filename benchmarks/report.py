@@ -80,6 +80,21 @@ def cost_table() -> str:
     return "\n".join(lines)
 
 
+def digits_table() -> str:
+    digits = json.loads((RESULTS / "allow_digits.json").read_text())
+    lines = [
+        f"{digits['images']} held-out EMNIST digits (the model's validation split) read as files through "
+        "`pipeline.label` (`benchmarks/allow_digits.py`):",
+        "",
+        "| input | any class | `--allow 0123456789` |",
+        "| --- | --- | --- |",
+    ]
+    for name, figures in digits.items():
+        if name != "images":
+            lines.append(f"| {name} | {figures['any']:.2%} | {figures['allow_digits']:.2%} |")
+    return "\n".join(lines)
+
+
 def replace(text: str, marker: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- bench:{marker} -->\n)(?:.*?\n)?(<!-- /bench:{marker} -->)", re.S)
     if not pattern.search(text):
@@ -91,6 +106,7 @@ def main() -> int:
     readme = ROOT / "README.md"
     text = replace(readme.read_text(), "speed", speed_table())
     text = replace(text, "cost", cost_table())
+    text = replace(text, "digits", digits_table())
     readme.write_text(text)
     print("README tables regenerated from benchmarks/results/")
     return 0

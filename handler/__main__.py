@@ -43,10 +43,18 @@ def cmd_label(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
+    from handler.recognize import AllowError, allowed_mask
     from handler.workers import Workers
 
     settings = Settings.from_env()
     classifier = model.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=Storage().download)
+    allow = args.allow or settings.allow
+    if allow:
+        try:
+            allowed_mask(classifier.classes, allow)
+        except AllowError as exc:
+            print(f"error: --allow: {exc}", file=sys.stderr)
+            return 2
     workers = Workers(settings.cpu_workers - 1, classifier.predict_in_helper)
     files = list(iter_files(args.folder))
     bar = tqdm(total=len(files), unit=" images", desc="label", disable=None, dynamic_ncols=True)  # stderr, TTY only
@@ -61,7 +69,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                 continue
             data = path.read_bytes()
             items.append((local_source(name, data), data))
-        for record in label(items, classifier, settings.max_pixels, settings.top_k, workers=workers):
+        for record in label(items, classifier, settings.max_pixels, settings.top_k, workers=workers, allow=allow):
             write_line(record)  # type: ignore[arg-type]
         bar.update(len(items))
     bar.close()
@@ -114,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     label = sub.add_parser("label", help="print one JSON record per image file in FOLDER (recursive)")
     label.add_argument("folder", type=Path)
+    label.add_argument(
+        "--allow",
+        metavar="CHARS",
+        help="answer only with these characters, taken literally (e.g. 0123456789 for a digit field); "
+        "probabilities are renormalised over them and the record says so",
+    )
     label.set_defaults(run=cmd_label)
     bulk = sub.add_parser("bulk", help="label every image under the input prefix of a bucket, resumably")
     bulk.add_argument("--bucket", help="bucket (default: $BUCKET)")

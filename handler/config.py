@@ -53,6 +53,7 @@ class Settings:
     chunk_bytes: int = 64 * 1024 * 1024
     memory_mb: int | None = None  # the function's MemorySize (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
     workers: int = 0  # processes that decode and normalise; 0: one per usable vCPU
+    allow: str | None = None  # answers only from these characters, for every input (x-amz-meta-allow per upload)
     bulk_output: str = "objects"  # bulk runs: one record object per input, or "jsonl": one object per batch
     xray_sdk: bool = False  # X-Ray subsegments via the SDK (costs cold start); Lambda's own tracing works without
 
@@ -130,6 +131,7 @@ class Settings:
             workers=integer("WORKERS", 0),
             xray_sdk=env.get("XRAY_SDK", "").lower() in ("1", "true", "yes"),
             bulk_output=env.get("BULK_OUTPUT", "objects") or "objects",
+            allow=env.get("ALLOW") or None,
         )
 
     @property

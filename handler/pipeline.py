@@ -23,9 +23,10 @@ from handler import model as model_artifact
 from handler.config import Settings
 from handler.imaging import ImageError
 from handler.model import Classifier
+from handler.recognize import AllowError, read
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
 from handler.sinks import RecordSlots, S3RecordSink, batch_key, write_batch
-from handler.storage import ObjectMissing, ObjectTooLarge, Storage
+from handler.storage import ALLOW_METADATA, ObjectMissing, ObjectTooLarge, Storage
 from handler.workers import Workers, prepare_one, readable_of
 
 Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
@@ -92,8 +93,11 @@ def label(
     *,
     deadline: Deadline | None = None,
     workers: Workers | None = None,
+    allow: str | Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]] | list[dict[str, Any] | None]:
     """One record per item, in order; every readable image is predicted in a single batch.
+
+    ``allow`` restricts answers to those characters: one string for every item, or one per item.
 
     With ``workers``, decoding and normalising run on every vCPU. With a ``deadline`` (and no
     workers), an image whose decoding no longer fits gets None (deferred) instead of a record.
@@ -132,6 +136,7 @@ def label(
             if deadline:
                 deadline.took(time.perf_counter() - started)
         predict(todo)
+    allows = [allow] * len(items) if allow is None or isinstance(allow, str) else list(allow)
     records: list[dict[str, Any] | None] = []
     for index, ((source, _), glyph) in enumerate(zip(items, prepared, strict=True)):
         if glyph is None:
@@ -139,7 +144,12 @@ def label(
         elif isinstance(glyph, ImageError):
             records.append(error_record(source, glyph.code, str(glyph), info))
         else:
-            records.append(result_record(source, probabilities[index], classifier.classes, info, top_k))
+            try:
+                reading = read(probabilities[index], classifier.classes, top_k=top_k, allow=allows[index])
+            except AllowError as exc:
+                records.append(error_record(source, ErrorCode.UNSUPPORTED, str(exc), info))
+                continue
+            records.append(result_record(source, reading, info))
     return records
 
 
@@ -234,9 +244,13 @@ def process(
             elif done:
                 outcomes[index] = Outcome(sources[index], "skipped", record_key=done)
 
-    def fetch(source: Source) -> tuple[Source, bytes | ImageError] | Exception:
+    allowed: dict[int, str | None] = {}
+
+    def fetch(index: int) -> tuple[Source, bytes | ImageError] | Exception:
+        source = sources[index]
         try:
             fetched = storage.fetch(source, settings.max_object_bytes)
+            allowed[index] = fetched.metadata.get(ALLOW_METADATA) or settings.allow  # per upload, else per deployment
             return fetched.source, fetched.body
         except ObjectMissing as exc:
             return Source(source.bucket, source.key, None, None), ImageError(ErrorCode.NOT_FOUND, str(exc))
@@ -268,7 +282,7 @@ def process(
             break
         started = time.perf_counter()
         items: list[tuple[int, tuple[Source, bytes | ImageError]]] = []
-        for index, fetched in zip(chunk, _map(fetch, [sources[i] for i in chunk], workers), strict=True):
+        for index, fetched in zip(chunk, _map(fetch, chunk, workers), strict=True):
             if isinstance(fetched, Exception):
                 outcomes[index] = Outcome(sources[index], "failed", failure=repr(fetched))
             else:
@@ -280,6 +294,7 @@ def process(
             settings.top_k,
             deadline=deadline,
             workers=service.workers,
+            allow=[allowed.get(index, settings.allow) for index, _ in items],
         )
         jobs = [
             (index, (source, record))

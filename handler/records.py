@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
+from handler.recognize import Reading
 
 RESULT_SCHEMA = "handwriting-ocr/result/1"
 ERROR_SCHEMA = "handwriting-ocr/error/1"
@@ -46,20 +46,18 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def result_record(
-    source: Source, probabilities: np.ndarray, classes: str, model: ModelInfo, top_k: int = 5
-) -> dict[str, Any]:
-    order = np.argsort(probabilities)[::-1][:top_k]
-    top = [{"label": classes[i], "confidence": round(float(probabilities[i]), 4)} for i in order]
-    return {
+def result_record(source: Source, reading: Reading, model: ModelInfo) -> dict[str, Any]:
+    """A :class:`Reading` as the versioned JSON record; ``allowed`` appears only when the answer was restricted."""
+    record: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "source": asdict(source),
-        "label": top[0]["label"],
-        "confidence": top[0]["confidence"],
-        "top": top,
-        "model": asdict(model),
-        "processed_at": utc_now(),
+        "label": reading.label,
+        "confidence": reading.confidence,
+        "top": [asdict(alternative) for alternative in reading.top],
     }
+    if reading.allowed:
+        record["allowed"] = reading.allowed
+    return {**record, "model": asdict(model), "processed_at": utc_now()}
 
 
 def error_record(source: Source, code: ErrorCode, message: str, model: ModelInfo) -> dict[str, Any]:

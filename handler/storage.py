@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from handler.records import Source
 RETRIES = {"retries": {"mode": "standard", "max_attempts": 6}, "max_pool_connections": 64}
 META_ETAG = "source-etag"
 META_MODEL = "model-version"
+ALLOW_METADATA = "allow"  # x-amz-meta-allow on an upload: the characters its field may hold
 
 
 MISSING = ("NoSuchKey", "404", "NotFound")
@@ -45,6 +46,7 @@ class WriteConflict(FileExistsError):
 class Fetched:
     source: Source
     body: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Storage:
         if size > max_bytes:
             response["Body"].close()
             raise ObjectTooLarge(size, max_bytes)
-        return Fetched(actual, response["Body"].read())
+        return Fetched(actual, response["Body"].read(), dict(response.get("Metadata") or {}))
 
     def put_record(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from handler.recognize import read
 from handler.records import (
     ERROR_SCHEMA,
     RESULT_SCHEMA,
@@ -34,7 +35,8 @@ def test_key_outside_input_prefix_is_refused() -> None:
 def test_result_record_has_label_confidence_top_k_and_provenance() -> None:
     probabilities = np.zeros(47, dtype=np.float32)
     probabilities[[10, 4, 7]] = [0.9, 0.07, 0.03]
-    record = result_record(SOURCE, probabilities, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt", MODEL, top_k=5)
+    reading = read(probabilities, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt", top_k=5)
+    record = result_record(SOURCE, reading, MODEL)
     assert record["schema"] == RESULT_SCHEMA
     assert (record["label"], record["confidence"]) == ("A", 0.9)
     assert [t["label"] for t in record["top"][:3]] == ["A", "4", "7"]
