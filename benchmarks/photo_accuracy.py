@@ -21,10 +21,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.photolike import photo_like  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
+from training.render import photo_like  # noqa: E402
 
 
 def balanced(truth: np.ndarray, predicted: np.ndarray) -> float:

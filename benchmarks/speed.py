@@ -25,12 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.photolike import photo_like  # noqa: E402
 from handler import imaging, model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
 from handler.workers import Workers  # noqa: E402
 from training.data import load_folder  # noqa: E402
+from training.render import photo_like  # noqa: E402
 
 MAX_PIXELS = 40_000_000
 TARGETS = {"normalise_ms": 1.2, "two_worker_speedup": 1.7}

@@ -2,7 +2,7 @@
 (full TensorFlow, Keras ``predict`` one image at a time), measured in the same run.
 
 Run: .venv/bin/python benchmarks/throughput.py [--images 256]. Target: at least 10x the naive rate.
-Inputs are photo-like JPEG uploads made from real EMNIST glyphs (see benchmarks/photolike.py).
+Inputs are photo-like JPEG uploads made from real EMNIST glyphs (see training/render.py).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.photolike import photo_like  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
 from training.data import load_folder  # noqa: E402
+from training.render import photo_like  # noqa: E402
 
 MAX_PIXELS = 40_000_000
 

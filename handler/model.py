@@ -48,6 +48,17 @@ class Manifest:
     created_at: str = ""
     input: dict[str, Any] = field(default_factory=lambda: dict(INPUT_SPEC))
     format: int = FORMAT
+    calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature", "review_below", ...}
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def review_below(self) -> float | None:
+        """Confidence under which a label should be checked by a person (None: not calibrated)."""
+        value = self.calibration.get("review_below")
+        return None if value is None else float(value)
 
     def to_json(self) -> str:
         body = {
@@ -60,6 +71,8 @@ class Manifest:
             "training": self.training,
             "created_at": self.created_at,
         }
+        if self.calibration:
+            body["calibration"] = self.calibration
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -75,6 +88,7 @@ class Manifest:
                 created_at=raw.get("created_at", ""),
                 input=raw["input"],
                 format=raw["format"],
+                calibration=raw.get("calibration") or {},
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{source}: not a model manifest ({exc!r})") from exc
@@ -91,11 +105,22 @@ class Manifest:
                 raise ModelError(f"{source}: files[{name!r}] needs a 64-hex-digit sha256, got {entry!r}")
         if not VERSION_PATTERN.match(manifest.version):
             raise ModelError(f"{source}: invalid version name {manifest.version!r}")
+        if not (isinstance(manifest.calibration, dict) and 0.05 <= manifest.temperature <= 20):
+            raise ModelError(f"{source}: calibration must hold a temperature between 0.05 and 20")
         return manifest
 
     @property
     def runtime_sha256(self) -> str:
         return str(self.files[RUNTIME_FILE]["sha256"])
+
+
+def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of softmax outputs: softmax(log p / T), fitted on validation data (``training calibrate``)."""
+    if temperature == 1.0:
+        return probabilities
+    scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    scaled = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def sha256_file(path: Path) -> str:
@@ -177,7 +202,8 @@ class Classifier:
                 self._batch = len(batch)
             self._interpreter.set_tensor(self._input, batch)
             self._interpreter.invoke()
-            return np.array(self._interpreter.get_tensor(self._output))
+            probabilities = np.array(self._interpreter.get_tensor(self._output))
+        return calibrate(probabilities, self.manifest.temperature)
 
     def predict_in_helper(self, images: np.ndarray) -> np.ndarray:
         """:meth:`predict` in a forked helper process: its own lock, as the parent's may have been held at fork."""

@@ -145,7 +145,13 @@ def label(
             records.append(error_record(source, glyph.code, str(glyph), info))
         else:
             try:
-                reading = read(probabilities[index], classifier.classes, top_k=top_k, allow=allows[index])
+                reading = read(
+                    probabilities[index],
+                    classifier.classes,
+                    top_k=top_k,
+                    allow=allows[index],
+                    review_below=classifier.manifest.review_below,
+                )
             except AllowError as exc:
                 records.append(error_record(source, ErrorCode.UNSUPPORTED, str(exc), info))
                 continue

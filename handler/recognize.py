@@ -28,6 +28,7 @@ class Reading:
 
     top: tuple[Alternative, ...]
     allowed: str | None = None
+    review: bool | None = None  # below the model's calibrated threshold: a person should check it
 
     @property
     def label(self) -> str:
@@ -54,12 +55,22 @@ def allowed_mask(classes: str, allow: str) -> np.ndarray:
     return mask
 
 
-def read(probabilities: np.ndarray, classes: str, *, top_k: int = 5, allow: str | None = None) -> Reading:
-    """The best ``top_k`` labels; with ``allow``, only those classes, their probabilities summing to 1."""
+def read(
+    probabilities: np.ndarray,
+    classes: str,
+    *,
+    top_k: int = 5,
+    allow: str | None = None,
+    review_below: float | None = None,
+) -> Reading:
+    """The best ``top_k`` labels; with ``allow``, only those classes, their probabilities summing to 1;
+    with ``review_below`` (the model's calibrated threshold), whether a person should check the label."""
     if allow:
         mask = allowed_mask(classes, allow)
         probabilities = np.where(mask, probabilities, 0.0)
         probabilities = probabilities / max(float(probabilities.sum()), 1e-30)
         top_k = min(top_k, int(mask.sum()))  # never list a character that is not allowed
     order = np.argsort(probabilities, kind="stable")[::-1][:top_k]
-    return Reading(tuple(Alternative(classes[i], round(float(probabilities[i]), 4)) for i in order), allow or None)
+    top = tuple(Alternative(classes[i], round(float(probabilities[i]), 4)) for i in order)
+    review = None if review_below is None else bool(probabilities[order[0]] < review_below)
+    return Reading(top, allow or None, review)

@@ -57,6 +57,8 @@ def result_record(source: Source, reading: Reading, model: ModelInfo) -> dict[st
     }
     if reading.allowed:
         record["allowed"] = reading.allowed
+    if reading.review is not None:
+        record["review"] = reading.review
     return {**record, "model": asdict(model), "processed_at": utc_now()}
 
 

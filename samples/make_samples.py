@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.photolike import photo_like
 from training.data import load_folder
+from training.render import photo_like
 
 WORD = [("hello world", "HELLO"), ("numbers", "42"), ("ünïcode + more", "dEt")]
 
