@@ -95,6 +95,26 @@ def digits_table() -> str:
     return "\n".join(lines)
 
 
+def calibration_table() -> str:
+    version = (ROOT / "models" / "DEFAULT").read_text().strip()
+    report = json.loads((ROOT / "models" / version / "calibration.json").read_text())
+    lines = [
+        f"Bundled version `{version}`: temperature {report['temperature']:.2f}, review below confidence "
+        f"{report['review_below']:.3f} (chosen for >= {report['target_precision']:.0%} correct accepted labels; "
+        "`python -m training calibrate`, fitted on one half of the validation split, reported on the other):",
+        "",
+        "| input | accuracy | ECE before | ECE after | coverage (review: false) | accuracy of those |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
+        r = report[kind]
+        lines.append(
+            f"| {name} ({r['images']:,}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | {r['ece_after']:.2%} | "
+            f"{r['coverage_at_threshold']:.1%} | {r['accuracy_of_accepted']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
 def replace(text: str, marker: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- bench:{marker} -->\n)(?:.*?\n)?(<!-- /bench:{marker} -->)", re.S)
     if not pattern.search(text):
@@ -107,6 +127,7 @@ def main() -> int:
     text = replace(readme.read_text(), "speed", speed_table())
     text = replace(text, "cost", cost_table())
     text = replace(text, "digits", digits_table())
+    text = replace(text, "calibration", calibration_table())
     readme.write_text(text)
     print("README tables regenerated from benchmarks/results/")
     return 0

@@ -71,8 +71,9 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
                     alternatives = ", ".join(f"{t['label']} {t['confidence']:.2f}" for t in record["top"][1:3])
                     expected = Path(rel).stem.rpartition("-")[2]
                     mark = "" if not expected else (" ok" if expected == record["label"] else " x")
+                    review = "  review" if record.get("review") else ""
                     print(
-                        f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}{mark:>8}",
+                        f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}{mark:>8}{review}",
                         file=out,
                     )
         print(f"\nrecords: s3://{BUCKET}/output/demo/*.json and s3://{BUCKET}/errors/demo/*.json", file=out)

@@ -74,3 +74,30 @@ def test_s3_version_is_downloaded_verified_and_cached(s3, model_uri: str, tmp_pa
     shutil.rmtree(tmp_path)
     with pytest.raises(ModelError, match="does not match"):
         model.load(uri, tmp_path, fetch=Storage().download)
+
+
+def test_temperature_scaling_keeps_the_ranking_and_softens_confidence() -> None:
+    from handler.model import calibrate
+
+    p = np.array([[0.90, 0.07, 0.03]], dtype=np.float32)
+    soft = calibrate(p, 2.0)
+    assert soft.argmax() == 0 and soft.max() < 0.9 and soft.sum() == pytest.approx(1.0)
+    assert np.array_equal(calibrate(p, 1.0), p)
+
+
+def test_a_calibrated_manifest_drives_the_review_flag(model_uri: str, tmp_path: Path) -> None:
+    from handler.pipeline import label, local_source
+    from tests.conftest import draw_seven, png_bytes
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(model_uri, folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["calibration"] = {"temperature": 1.5, "review_below": 0.999999}
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    classifier = model.load(str(folder), tmp_path / "cache")
+    body = png_bytes(draw_seven())
+    (record,) = label([(local_source("7.png", body), body)], classifier, 40_000_000)
+    assert record["review"] is True  # nothing is that sure after softening
+    raw["calibration"] = {"temperature": 99}
+    with pytest.raises(ModelError, match="temperature"):
+        Manifest.from_json(json.dumps(raw))

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="upload an exported run as a write-once model version")
     publish.add_argument("--run", type=Path, required=True)
     _add_publish(publish, required=True)
+    calibrate = sub.add_parser(
+        "calibrate", help="fit a temperature and review threshold on held-out data; publish the calibrated version"
+    )
+    calibrate.add_argument("--model", type=Path, required=True, help="a published version folder")
+    calibrate.add_argument("--data", default=DEFAULT_DATA)
+    calibrate.add_argument("--to", type=Path, default=Path("models"), help="models root for the new version")
+    calibrate.add_argument("--images", type=int, default=4000, help="per half and kind (clean, photo-like)")
     run = sub.add_parser("run", help="train, evaluate, export and (with --publish) publish in one go")
     _add_common(run)
     _add_train(run)
@@ -84,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "calibrate":  # no TensorFlow needed: the published LiteRT model and the service's code
+        import json
+
+        from training.calibrate import measure, publish_calibrated, summarise
+
+        measured = measure(args.model, args.data, args.images)
+        report = summarise(measured)
+        print(json.dumps(report, indent=2))
+        print(f"published {publish_calibrated(args.model, args.to, report, measured)}")
+        return 0
     from training import pipeline  # heavy imports (TensorFlow) only after --help
 
     return pipeline.dispatch(args)

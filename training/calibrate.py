@@ -1,0 +1,218 @@
+"""Calibrate a published model version on what serving sees, and publish the calibrated version.
+
+Validation images the model never trained on (its own split) go through the service's normaliser, as
+28x28 PNGs and as photo-like uploads (``training.render``). Half of them fit a temperature (lowest
+negative log-likelihood) and the review threshold: the lowest confidence at which accepted labels are
+still at least 99% correct. The other half reports expected calibration error, coverage and accuracy,
+and draws the reliability diagram. The result is a new write-once version: the same weights, the
+calibration in its manifest, the figures in its card.
+
+    python -m training calibrate --model models/emnist-bn-cnn-20261124-cfb580 --to models
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from handler import model as artifact
+from handler.config import DEFAULT_POINTER
+from handler.model import MANIFEST_NAME, Manifest, build_manifest, calibrate
+from handler.workers import Workers
+from training.data import load, stratified_split
+from training.render import photo_like
+
+TARGET_PRECISION = 0.99
+BINS = 15
+TEMPERATURES = np.round(np.arange(0.50, 3.001, 0.01), 2)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
+    edges = np.linspace(0, 1, BINS + 1)
+    total = 0.0
+    for low, high in itertools.pairwise(edges):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def fit_temperature(probabilities: np.ndarray, truth: np.ndarray) -> float:
+    picked = np.log(np.clip(probabilities, 1e-12, 1.0))
+    losses = []
+    for temperature in TEMPERATURES:
+        scaled = picked / temperature
+        scaled -= scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        losses.append(float(np.mean(log_norm - scaled[np.arange(len(truth)), truth])))
+    return float(TEMPERATURES[int(np.argmin(losses))])
+
+
+def review_threshold(confidence: np.ndarray, correct: np.ndarray, precision: float = TARGET_PRECISION) -> float:
+    """The lowest confidence c such that labels with confidence >= c are at least ``precision`` correct,
+    with 95% confidence (Wilson lower bound): the threshold must hold on images it was not chosen on."""
+    order = np.argsort(-confidence)
+    n = np.arange(1, len(order) + 1)
+    p = np.cumsum(correct[order]) / n
+    z = 1.645  # one-sided 95%
+    lower = (p + z * z / (2 * n) - z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+    ok = np.nonzero(lower >= precision)[0]
+    return float(confidence[order][ok[-1]]) if len(ok) else 1.0
+
+
+def _probabilities(classifier: artifact.Classifier, blobs: list[bytes]) -> np.ndarray:
+    workers = Workers(1)
+    glyphs = workers.prepare(blobs, 40_000_000)
+    workers.close()
+    stacked = np.stack([g if isinstance(g, np.ndarray) else np.zeros((28, 28), np.float32) for g in glyphs])
+    return np.concatenate([classifier.predict(stacked[i : i + 256]) for i in range(0, len(stacked), 256)])
+
+
+def _png(glyph: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(glyph).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def measure(model_dir: Path, data: str, per_kind: int, seed: int = 20261125) -> dict[str, Any]:
+    """Raw (uncalibrated) probabilities on the version's own validation split: fit and report halves."""
+    source = Manifest.from_json((model_dir / MANIFEST_NAME).read_text())
+    classifier = artifact.load(str(model_dir), Path(tempfile.gettempdir()))
+    classifier.manifest = Manifest(**{**source.__dict__, "calibration": {}})  # raw outputs, whatever it had
+    emnist = load(data)
+    split = source.training.get("split", {"val_fraction": 0.15, "seed": 1234})
+    held_out = stratified_split(emnist.labels, split["val_fraction"], split["seed"]).val
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(held_out)[: 2 * per_kind]
+    halves = {"fit": chosen[:per_kind], "report": chosen[per_kind:]}
+    out: dict[str, Any] = {}
+    for half, indices in halves.items():
+        truth = emnist.labels[indices]
+        clean = _probabilities(classifier, [_png(emnist.images[i]) for i in indices])
+        photos = _probabilities(classifier, [photo_like(emnist.images[i], rng) for i in indices])
+        out[half] = {"truth": truth, "clean": clean, "photo": photos}
+    return out
+
+
+def summarise(measured: dict[str, Any]) -> dict[str, Any]:
+    fit = measured["fit"]
+    pooled = np.concatenate([fit["clean"], fit["photo"]])
+    truth = np.concatenate([fit["truth"], fit["truth"]])
+    temperature = fit_temperature(pooled, truth)
+    calibrated = calibrate(pooled, temperature)
+    threshold = review_threshold(calibrated.max(axis=1), calibrated.argmax(axis=1) == truth)
+    report: dict[str, Any] = {
+        "temperature": temperature,
+        "review_below": round(threshold, 4),
+        "target_precision": TARGET_PRECISION,
+    }
+    for kind in ("clean", "photo"):
+        raw = measured["report"][kind]
+        truth = measured["report"]["truth"]
+        scaled = calibrate(raw, temperature)
+        confidence, correct = scaled.max(axis=1), scaled.argmax(axis=1) == truth
+        accepted = confidence >= threshold
+        report[kind] = {
+            "images": len(truth),
+            "accuracy": round(float(correct.mean()), 4),
+            "ece_before": round(expected_calibration_error(raw.max(axis=1), raw.argmax(axis=1) == truth), 4),
+            "ece_after": round(expected_calibration_error(confidence, correct), 4),
+            "coverage_at_threshold": round(float(accepted.mean()), 4),
+            "accuracy_of_accepted": round(float(correct[accepted].mean()) if accepted.any() else 1.0, 4),
+        }
+    return report
+
+
+def reliability_diagram(measured: dict[str, Any], temperature: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    edges = np.linspace(0, 1, BINS + 1)
+    for axis, kind in zip(axes, ("clean", "photo"), strict=True):
+        truth = measured["report"]["truth"]
+        for label, probabilities in (
+            ("raw", measured["report"][kind]),
+            ("calibrated", calibrate(measured["report"][kind], temperature)),
+        ):
+            confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == truth
+            centres, accuracies = [], []
+            for low, high in itertools.pairwise(edges):
+                inside = (confidence > low) & (confidence <= high)
+                if inside.sum() >= 10:
+                    centres.append(confidence[inside].mean())
+                    accuracies.append(correct[inside].mean())
+            axis.plot(centres, accuracies, marker="o", label=label)
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        axis.set(title=f"{kind} (held-out half)", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        axis.legend()
+    figure.suptitle(f"Reliability, temperature {temperature:.2f}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def card_section(report: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        f"Temperature {report['temperature']:.2f} (fitted by negative log-likelihood); review below confidence "
+        f"{report['review_below']:.4f}, chosen so that accepted labels are at least {report['target_precision']:.0%} correct.",
+        "Fitted on one half of the validation split, reported on the other, both read through the service's normaliser:",
+        "",
+        "| input | accuracy | ECE before | ECE after | coverage at threshold | accuracy of accepted |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
+        r = report[kind]
+        lines.append(
+            f"| {name} ({r['images']}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | {r['ece_after']:.2%} | "
+            f"{r['coverage_at_threshold']:.2%} | {r['accuracy_of_accepted']:.2%} |"
+        )
+    lines += ["", "![reliability](reliability.png)", ""]
+    return "\n".join(lines)
+
+
+def publish_calibrated(model_dir: Path, root: Path, report: dict[str, Any], measured: dict[str, Any]) -> str:
+    source = Manifest.from_json((model_dir / MANIFEST_NAME).read_text())
+    version = f"{source.version}-cal{datetime.now(UTC):%Y%m%d}"
+    target = root / version
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; versions are write-once")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in source.files:
+            shutil.copy2(model_dir / name, folder / name)
+        card = (folder / "card.md").read_text() if (folder / "card.md").exists() else f"# {source.version}\n"
+        (folder / "card.md").write_text(card + card_section(report))
+        reliability_diagram(measured, report["temperature"], folder / "reliability.png")
+        (folder / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+        manifest = build_manifest(
+            folder,
+            version,
+            source.classes,
+            metrics={**source.metrics, "calibration": {k: report[k] for k in ("clean", "photo")}},
+            training={**source.training, "calibrated_from": source.version},
+        )
+        manifest = Manifest(
+            **{
+                **manifest.__dict__,
+                "calibration": {k: report[k] for k in ("temperature", "review_below", "target_precision")},
+            }
+        )
+        (folder / MANIFEST_NAME).write_text(manifest.to_json())
+        shutil.copytree(folder, target)
+    (root / DEFAULT_POINTER).write_text(version + "\n")
+    return str(target)
