@@ -28,7 +28,7 @@ $(VENV)/.dev: $(VENV)/.python requirements/runtime.txt requirements/training.txt
 	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo  ## label the sample images through an embedded S3 with the bundled model
-	$(PY) -m handler demo
+	$(PY) -m infra.demo
 
 test: lint unit template image-check  ## everything CI runs: lint, tests, template and image checks
 

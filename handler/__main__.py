@@ -1,4 +1,7 @@
-"""``python -m handler``: label a folder, run a bulk job over a bucket prefix, or run the demo."""
+"""``python -m handler``: label a folder, or run a bulk job over a bucket prefix.
+
+The runtime package imports nothing outside itself; the demo (an embedded S3) is ``python -m infra.demo``.
+"""
 
 from __future__ import annotations
 
@@ -111,12 +114,6 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     return 0 if body["counts"]["failed"] == 0 else 1
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from infra.demo import run_demo
-
-    return run_demo(samples=args.samples)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,9 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
         "output/_batches/<model>/<batch>.jsonl, about 60x fewer PUTs",
     )
     bulk.set_defaults(run=cmd_bulk)
-    demo = sub.add_parser("demo", help="embedded S3 on 127.0.0.1 + bundled model + samples/: no AWS account")
-    demo.add_argument("--samples", type=Path, default=Path(__file__).resolve().parent.parent / "samples")
-    demo.set_defaults(run=cmd_demo)
     return parser
 
 

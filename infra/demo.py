@@ -1,4 +1,4 @@
-"""``python -m handler demo``: the whole upload path on this machine, no AWS account.
+"""``python -m infra.demo`` (``make demo``): the whole upload path on this machine, no AWS account.
 
 An embedded S3 on 127.0.0.1, the bundled model, the images in ``samples/`` plus one broken
 upload: each upload's S3 notification reaches the Lambda entry point through an SQS batch,
@@ -78,3 +78,15 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
                     )
         print(f"\nrecords: s3://{BUCKET}/output/demo/*.json and s3://{BUCKET}/errors/demo/*.json", file=out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.demo", description=__doc__)
+    parser.add_argument("--samples", type=Path, default=Path(__file__).resolve().parent.parent / "samples")
+    return run_demo(samples=parser.parse_args(argv).samples)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

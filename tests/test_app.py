@@ -276,3 +276,16 @@ def test_summarize_records_a_failed_map_so_no_run_ends_without_a_summary(app: An
     summary = record(s3, "runs/example-run/summary.json")
     assert summary["status"] == "FAILED"
     assert summary["error"]["error"] == "States.ExceedToleratedFailureThreshold"
+
+
+def test_the_runtime_package_imports_nothing_outside_itself() -> None:
+    """The Lambda image ships handler/ and models/ only: no module in handler/ may import infra, training or tests."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "handler"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            assert not [n for n in names if n.split(".")[0] in ("infra", "training", "tests", "benchmarks")], path

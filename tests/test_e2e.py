@@ -144,7 +144,15 @@ def test_demo_runs_with_no_aws_account() -> None:
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         "AWS_CONFIG_FILE": "/nonexistent",
     }
-    done = run_cli("demo", env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.demo"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "broken upload.png" in done.stdout and "Corrupt" in done.stdout
     labelled = [line for line in done.stdout.splitlines() if line.startswith("demo/") and "Corrupt" not in line]
