@@ -19,10 +19,11 @@ def overconfident(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return sharp, truth
 
 
-def test_the_fitted_temperature_undoes_overconfidence() -> None:
+@pytest.mark.parametrize("objective", ["nll", "ece"])
+def test_the_fitted_temperature_undoes_overconfidence(objective: str) -> None:
     probabilities, truth = overconfident()
-    temperature = fit_temperature(probabilities, truth)
-    assert temperature == pytest.approx(2.0, abs=0.2)
+    temperature = fit_temperature(probabilities, truth, objective)
+    assert temperature == pytest.approx(2.0, abs=0.3)
     before = expected_calibration_error(probabilities.max(axis=1), probabilities.argmax(axis=1) == truth)
     after_p = calibrate(probabilities, temperature)
     after = expected_calibration_error(after_p.max(axis=1), after_p.argmax(axis=1) == truth)

@@ -217,3 +217,23 @@ def test_histogram_statistics_equal_numpys_on_the_float_values() -> None:
     assert ops.median_u8(ops.histogram(values[:4000])) == float(np.median(as_float[:4000]))
     for q in (5, 50, 95):
         assert ops.percentile_u8(counts, q) / 255 == pytest.approx(float(np.percentile(as_float, q)), abs=1e-6)
+
+
+def test_real_emnist_images_reach_the_model_as_their_own_pixels() -> None:
+    """An image already in EMNIST's format is not normalised again (that would blur and shift it)."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "normaliser"
+    for path in sorted(fixtures.glob("emnist-*.png")):
+        pixels = np.asarray(Image.open(path), dtype=np.float32)
+        np.testing.assert_array_equal(prepare(path.read_bytes(), LIMIT), pixels / pixels.max())
+        inverted = png_bytes(Image.fromarray(255 - pixels.astype(np.uint8)))  # black ink on white: same glyph
+        np.testing.assert_allclose(prepare(inverted, LIMIT), pixels / pixels.max(), atol=1e-6)
+
+
+def test_a_small_off_centre_28x28_image_is_still_normalised() -> None:
+    canvas = Image.new("L", (28, 28), 0)
+    canvas.paste(Image.fromarray(255 - np.asarray(draw_seven(12, stroke=2, ink=0, paper=255))), (1, 1))
+    glyph = prepare(png_bytes(canvas), LIMIT)
+    top, bottom, left, right = ink_box(glyph)
+    assert abs((top + bottom) / 2 - 13.5) <= 2 and abs((left + right) / 2 - 13.5) <= 2  # centred by the normaliser

@@ -11,8 +11,9 @@ import numpy as np
 from PIL import Image
 
 from handler.imaging import ops
+from handler.imaging.decode import MIN_CONTRAST
 from handler.imaging.errors import ImageError
-from handler.imaging.page import Ink, find_ink
+from handler.imaging.page import MIN_INK_PIXELS, Ink, find_ink
 from handler.records import ErrorCode
 
 SIDE = 28
@@ -52,6 +53,35 @@ def to_glyph(ink: Ink) -> np.ndarray:
     return (small / top_value).astype(np.float32)
 
 
+EMNIST_MIN_EXTENT = 18  # EMNIST glyphs span 24 px or so of their 28
+EMNIST_MAX_OFF_CENTRE = 3.0
+EMNIST_MAX_BACKGROUND = 0.1  # of the peak: a clean black (or white) field around the glyph
+
+
+def as_emnist(gray: np.ndarray) -> np.ndarray | None:
+    """A 28x28 image already in EMNIST's geometry (a glyph of ~24 px, centred, on a clean field) goes to the
+    model as it is, only polarity and range fixed: normalising it again would blur and shift what the
+    model was trained on. Anything else (off-centre, small, noisy) returns None and is normalised."""
+    if gray.shape != (SIDE, SIDE):
+        return None
+    values = gray.astype(np.float32) / (255.0 if gray.dtype == np.uint8 else 1.0)
+    if np.median(ops.border(values, 2)) > 0.5:
+        values = 1.0 - values
+    peak = float(values.max())
+    if peak < MIN_CONTRAST or np.median(ops.border(values, 2)) > EMNIST_MAX_BACKGROUND * peak:
+        return None
+    rows, cols = np.nonzero(values > 0.5 * peak)
+    if len(rows) < MIN_INK_PIXELS:
+        return None
+    extent = max(int(np.ptp(rows)), int(np.ptp(cols))) + 1
+    centre_y, centre_x = (rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2
+    centre = (SIDE - 1) / 2
+    if extent < EMNIST_MIN_EXTENT or max(abs(centre_y - centre), abs(centre_x - centre)) > EMNIST_MAX_OFF_CENTRE:
+        return None
+    return (values / peak).astype(np.float32)
+
+
 def normalise(gray: np.ndarray) -> np.ndarray:
     """Grayscale page (either polarity) -> (28, 28) float32, white ink on black, EMNIST geometry."""
-    return to_glyph(find_ink(gray))
+    passed = as_emnist(gray)
+    return passed if passed is not None else to_glyph(find_ink(gray))
