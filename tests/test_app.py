@@ -15,6 +15,13 @@ from tests.conftest import BUCKET, draw_seven, png_bytes
 CONTEXT = LocalContext()
 
 
+def counts(**nonzero: int) -> dict[str, int]:
+    """A batch's full count dict: every status, zero unless given."""
+    from handler.bulk import STATUSES
+
+    return {status: nonzero.get(status, 0) for status in STATUSES}
+
+
 def upload(s3: Any, key: str, body: bytes) -> tuple[str, str, int]:
     etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
     return key, etag, len(body)
@@ -54,7 +61,7 @@ def test_bad_object_gets_an_error_record_and_the_batch_goes_on(app: Any, s3: Any
         upload(s3, "input/blank.png", png_bytes(Image.new("L", (100, 100), 240))),
     ]
     response = app.on_upload(s3_notification(BUCKET, objects), CONTEXT)
-    assert response["counts"] == {"result": 1, "error": 3, "skipped": 0, "superseded": 0, "deferred": 0, "failed": 0}
+    assert response["counts"] == counts(result=1, error=3)
     assert keys(s3, "output/") == ["output/good.png.json"]
     codes = {k: record(s3, k)["error"]["code"] for k in keys(s3, "errors/")}
     assert codes == {
@@ -91,11 +98,7 @@ def test_repeated_events_are_harmless(app: Any, s3: Any, seven_png: bytes) -> No
     event = s3_notification(BUCKET, [upload(s3, "input/again.png", seven_png)])
     first = app.on_upload(event, CONTEXT)
     second = app.on_upload(event, CONTEXT)
-    assert (
-        first["counts"]
-        == second["counts"]
-        == {"result": 1, "error": 0, "skipped": 0, "superseded": 0, "deferred": 0, "failed": 0}
-    )
+    assert first["counts"] == second["counts"] == counts(result=1)
     assert keys(s3, "output/") == ["output/again.png.json"] and keys(s3, "errors/") == []
 
 
@@ -145,37 +148,16 @@ def test_bulk_batch_labels_items_and_skips_those_already_done(app: Any, s3: Any,
         key, etag, size = upload(s3, f"input/bulk/{i}.png", seven_png)
         items.append({"Key": key, "ETag": f'"{etag}"', "Size": size})
     event = {"Items": items, "BatchInput": {"bucket": BUCKET, "run_id": "r1"}}
-    assert app.bulk(event, CONTEXT)["counts"] == {
-        "result": 3,
-        "error": 0,
-        "skipped": 0,
-        "superseded": 0,
-        "deferred": 0,
-        "failed": 0,
-    }
-    assert app.bulk(event, CONTEXT)["counts"] == {
-        "result": 0,
-        "error": 0,
-        "skipped": 3,
-        "superseded": 0,
-        "deferred": 0,
-        "failed": 0,
-    }
+    assert app.bulk(event, CONTEXT)["counts"] == counts(result=3)
+    assert app.bulk(event, CONTEXT)["counts"] == counts(skipped=3)
     key, etag, size = upload(s3, "input/bulk/1.png", png_bytes(draw_seven(150)))  # changed since: redo it
     items[1] = {"Key": key, "ETag": f'"{etag}"', "Size": size}
-    assert app.bulk(event, CONTEXT)["counts"] == {
-        "result": 1,
-        "error": 0,
-        "skipped": 2,
-        "superseded": 0,
-        "deferred": 0,
-        "failed": 0,
-    }
+    assert app.bulk(event, CONTEXT)["counts"] == counts(result=1, skipped=2)
 
 
 def test_summarize_folds_result_writer_output_into_the_run_summary(app: Any, s3: Any) -> None:
     ok = {
-        "counts": {"result": 5, "error": 1, "skipped": 2, "superseded": 0, "deferred": 0, "failed": 0},
+        "counts": counts(result=5, error=1, skipped=2),
         "error_codes": {"Corrupt": 1},
         "failures": [],
     }
@@ -195,7 +177,7 @@ def test_summarize_folds_result_writer_output_into_the_run_summary(app: Any, s3:
     event = {"run_id": "r1", "ResultWriterDetails": {"Bucket": BUCKET, "Key": "runs/r1/map/manifest.json"}}
     assert app.summarize(event, CONTEXT)["total"] == 17
     summary = record(s3, "runs/r1/summary.json")
-    assert summary["counts"] == {"result": 10, "error": 2, "skipped": 4, "superseded": 0, "deferred": 0, "failed": 1}
+    assert summary["counts"] == counts(result=10, error=2, skipped=4, failed=1)
     assert summary["failures"] == [{"key": "input/x.png", "reason": "Lambda.Unknown"}]
     assert summary["error_codes"] == {"Corrupt": 2}
 
@@ -248,22 +230,8 @@ def test_bulk_skips_finished_inputs_given_the_item_shape_step_functions_document
         etag = upload(s3, item["Key"], seven_png)[1]
         item["Etag"] = f'"{etag}"'  # the documented spelling and quoting, with this object's real ETag
         assert "ETag" not in item and isinstance(item["LastModified"], int)
-    assert app.bulk(event, CONTEXT)["counts"] == {
-        "result": 2,
-        "error": 0,
-        "skipped": 0,
-        "superseded": 0,
-        "deferred": 0,
-        "failed": 0,
-    }
-    assert app.bulk(event, CONTEXT)["counts"] == {
-        "result": 0,
-        "error": 0,
-        "skipped": 2,
-        "superseded": 0,
-        "deferred": 0,
-        "failed": 0,
-    }
+    assert app.bulk(event, CONTEXT)["counts"] == counts(result=2)
+    assert app.bulk(event, CONTEXT)["counts"] == counts(skipped=2)
 
 
 def test_summarize_records_a_failed_map_so_no_run_ends_without_a_summary(app: Any, s3: Any) -> None:
