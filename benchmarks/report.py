@@ -1,4 +1,5 @@
-"""Regenerate the README's speed and cost tables from benchmarks/results/*.json (written by the benchmarks).
+"""Regenerate the README's figure tables from benchmarks/results/*.json (written by the benchmarks) and the
+bundled model's calibration.json.
 
 Run after the benchmarks (``make bench`` does): the tables between the ``<!-- bench:... -->`` markers
 are replaced; nothing else in the README changes. Figures are never typed by hand.
@@ -12,7 +13,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
+
+from training.calibrate import calibration_table  # noqa: E402  - the model card's table, shown in the README too
 
 
 def speed_table() -> str:
@@ -95,24 +99,18 @@ def digits_table() -> str:
     return "\n".join(lines)
 
 
-def calibration_table() -> str:
+def calibration_section() -> str:
     version = (ROOT / "models" / "DEFAULT").read_text().strip()
     report = json.loads((ROOT / "models" / version / "calibration.json").read_text())
-    lines = [
-        f"Bundled version `{version}`: temperature {report['temperature']:.2f}, review below confidence "
-        f"{report['review_below']:.3f} (chosen for >= {report['target_precision']:.0%} correct accepted labels; "
-        "`python -m training calibrate`, fitted on one half of the validation split, reported on the other):",
-        "",
-        "| input | accuracy | ECE before | ECE after | coverage (review: false) | accuracy of those |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
-        r = report[kind]
-        lines.append(
-            f"| {name} ({r['images']:,}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | {r['ece_after']:.2%} | "
-            f"{r['coverage_at_threshold']:.1%} | {r['accuracy_of_accepted']:.2%} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"Bundled version `{version}`: temperature {report['temperature']:.2f}, review below confidence "
+            f"{report['review_below']:.3f} (chosen for >= {report['target_precision']:.0%} correct accepted labels; "
+            "`python -m training calibrate`, fitted on one half of the validation split, reported on the other):",
+            "",
+            *calibration_table(report),
+        ]
+    )
 
 
 def replace(text: str, marker: str, body: str) -> str:
@@ -127,7 +125,7 @@ def main() -> int:
     text = replace(readme.read_text(), "speed", speed_table())
     text = replace(text, "cost", cost_table())
     text = replace(text, "digits", digits_table())
-    text = replace(text, "calibration", calibration_table())
+    text = replace(text, "calibration", calibration_section())
     readme.write_text(text)
     print("README tables regenerated from benchmarks/results/")
     return 0

@@ -169,6 +169,21 @@ def reliability_diagram(measured: dict[str, Any], temperature: float, path: Path
     plt.close(figure)
 
 
+def calibration_table(report: dict[str, Any]) -> list[str]:
+    """The reported half's figures as a Markdown table: the model card and the README show this one."""
+    lines = [
+        "| input | accuracy | ECE before | ECE after | coverage (review: false) | accuracy of those |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
+        r = report[kind]
+        lines.append(
+            f"| {name} ({r['images']:,}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | {r['ece_after']:.2%} | "
+            f"{r['coverage_at_threshold']:.1%} | {r['accuracy_of_accepted']:.2%} |"
+        )
+    return lines
+
+
 def card_section(report: dict[str, Any]) -> str:
     lines = [
         "",
@@ -178,16 +193,11 @@ def card_section(report: dict[str, Any]) -> str:
         f"{report['review_below']:.4f}, chosen so that accepted labels are at least {report['target_precision']:.0%} correct.",
         "Fitted on one half of the validation split, reported on the other, both read through the service's normaliser:",
         "",
-        "| input | accuracy | ECE before | ECE after | coverage at threshold | accuracy of accepted |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *calibration_table(report),
+        "",
+        "![reliability](reliability.png)",
+        "",
     ]
-    for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
-        r = report[kind]
-        lines.append(
-            f"| {name} ({r['images']}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | {r['ece_after']:.2%} | "
-            f"{r['coverage_at_threshold']:.2%} | {r['accuracy_of_accepted']:.2%} |"
-        )
-    lines += ["", "![reliability](reliability.png)", ""]
     return "\n".join(lines)
 
 
