@@ -87,8 +87,8 @@ def cost_table() -> str:
 def digits_table() -> str:
     digits = json.loads((RESULTS / "allow_digits.json").read_text())
     lines = [
-        f"{digits['images']} held-out EMNIST digits (the model's validation split) read as files through "
-        "`pipeline.label` (`benchmarks/allow_digits.py`):",
+        f"{digits['images']} held-out EMNIST digits (the model's validation split) written as files and read by "
+        "`python -m handler label`, beside the model's own accuracy on the arrays (`benchmarks/allow_digits.py`):",
         "",
         "| input | any class | `--allow 0123456789` |",
         "| --- | --- | --- |",
