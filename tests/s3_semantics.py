@@ -36,10 +36,12 @@ def behave_like_aws(client: Any) -> Any:
             return _aws_error(400, "KeyTooLongError", "Your key is too long")
         return None
 
-    def forbidden_when_missing(parsed: dict[str, Any], **_: Any) -> None:
+    def forbidden_when_missing(parsed: dict[str, Any], model: Any, **_: Any) -> None:
         error = parsed.get("Error", {})
         if error.get("Code") in ("NoSuchKey", "404", "NotFound"):
-            error.update({"Code": "AccessDenied", "Message": "Access Denied"})
+            # GET carries an XML error body (AccessDenied); HEAD has no body, so botocore sees only "403"
+            code, message = ("403", "Forbidden") if model.name == "HeadObject" else ("AccessDenied", "Access Denied")
+            error.update({"Code": code, "Message": message})
             parsed["ResponseMetadata"]["HTTPStatusCode"] = 403
 
     for operation in ("PutObject", "GetObject", "HeadObject", "DeleteObject"):

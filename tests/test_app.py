@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from handler.records import Source
 from infra.local_s3 import LocalContext, s3_notification, sqs_wrap
 from tests.conftest import BUCKET, draw_seven, png_bytes
 
@@ -257,3 +258,12 @@ def test_the_runtime_package_imports_nothing_outside_itself() -> None:
             if isinstance(node, ast.ImportFrom) and node.module:
                 names.append(node.module)
             assert not [n for n in names if n.split(".")[0] in ("infra", "training", "tests", "benchmarks")], path
+
+
+def test_the_documented_s3_notification_yields_its_object(app: Any) -> None:
+    """The S3 user guide's example event: outside the input prefix it is ignored; under it, read in full."""
+    event = json.loads((DOCS / "s3-event-notification.json").read_text())
+    assert app.sources_from_s3_event(event) == []  # "HappyFace.jpg" is not under input/
+    event["Records"][0]["s3"]["object"]["key"] = "input/Happy+Face.jpg"  # keys arrive URL-encoded: '+' is a space
+    (source,) = app.sources_from_s3_event(event)
+    assert source == Source("amzn-s3-demo-bucket", "input/Happy Face.jpg", "d41d8cd98f00b204e9800998ecf8427e", 1024)
