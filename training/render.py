@@ -1,7 +1,8 @@
-"""Turn EMNIST glyphs into photo-like uploads: dark ink on lit paper, larger, off-centre, tilted, noisy.
+"""Render EMNIST glyphs the way uploads arrive: photos of ink on paper, clean scans, transparent PNGs,
+tiny digit-field scans and letters written in the boxes of a printed form.
 
-Used by the accuracy benchmark and the tests to check that the service's normaliser reads
-photos about as well as the 28x28 originals.
+The training job renders its augmented copies with these and then runs the service's own normaliser
+(``handler.imaging``) on the bytes; the benchmarks and tests render their held-out uploads with them.
 """
 
 from __future__ import annotations
@@ -9,30 +10,134 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
+
+KINDS = ("photo", "scan", "transparent", "tiny", "form")
+
+
+def _encode(image: Image.Image, rng: np.random.Generator, *, lossy: bool) -> bytes:
+    buffer = io.BytesIO()
+    if lossy:
+        image.save(buffer, format="JPEG", quality=int(rng.integers(60, 95)))
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ink_strength(glyph: np.ndarray, size: int, rng: np.random.Generator, max_tilt: float = 8.0) -> np.ndarray:
+    """The glyph (white on black) enlarged to ``size`` px, tilted, as ink coverage 0-1."""
+    big = Image.fromarray(glyph).resize((size, size), Image.Resampling.BICUBIC)
+    big = big.rotate(float(rng.uniform(-max_tilt, max_tilt)), resample=Image.Resampling.BICUBIC, fillcolor=0)
+    return np.asarray(big, dtype=np.float32) / 255.0
+
+
+def _paper(height: int, width: int, rng: np.random.Generator, low: float = 0.72) -> np.ndarray:
+    """Paper of random brightness with a lighting gradient."""
+    paper = float(rng.uniform(low, 0.95))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    gradient = rng.uniform(-0.08, 0.08) * (xx / width - 0.5) + rng.uniform(-0.08, 0.08) * (yy / height - 0.5)
+    return np.full((height, width), paper, dtype=np.float32) + gradient
+
+
+def _lay_ink(page: np.ndarray, ink: np.ndarray, top: int, left: int, ink_level: float) -> None:
+    size_h, size_w = ink.shape
+    region = page[top : top + size_h, left : left + size_w]
+    page[top : top + size_h, left : left + size_w] = region - ink * (region - ink_level)
 
 
 def photo_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
     """(28, 28) uint8 white-on-black glyph -> JPEG bytes of a photographed character on paper."""
     size = int(rng.integers(90, 260))
-    big = Image.fromarray(glyph).resize((size, size), Image.Resampling.BICUBIC)
-    big = big.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BICUBIC, fillcolor=0)
-    ink_strength = np.asarray(big, dtype=np.float32) / 255.0
-
+    ink = _ink_strength(glyph, size, rng)
     canvas_w = int(size * rng.uniform(1.4, 2.4))
     canvas_h = int(size * rng.uniform(1.4, 2.4))
-    paper = float(rng.uniform(0.72, 0.95))
-    ink_level = float(rng.uniform(0.05, 0.3))
-    yy, xx = np.mgrid[0:canvas_h, 0:canvas_w].astype(np.float32)
-    gradient = rng.uniform(-0.08, 0.08) * (xx / canvas_w - 0.5) + rng.uniform(-0.08, 0.08) * (yy / canvas_h - 0.5)
-    page = np.full((canvas_h, canvas_w), paper, dtype=np.float32) + gradient
+    page = _paper(canvas_h, canvas_w, rng)
     top = int(rng.integers(0, canvas_h - size + 1))
     left = int(rng.integers(0, canvas_w - size + 1))
-    region = page[top : top + size, left : left + size]
-    page[top : top + size, left : left + size] = region - ink_strength * (region - ink_level)
+    _lay_ink(page, ink, top, left, float(rng.uniform(0.05, 0.3)))
     page += rng.normal(0, rng.uniform(0.01, 0.04), page.shape).astype(np.float32)
     tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)], dtype=np.float32)
     rgb = np.clip(page[..., None] * tint * 255, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=int(rng.integers(70, 92)))
-    return buffer.getvalue()
+    return _encode(Image.fromarray(rgb), rng, lossy=True)
+
+
+def scan_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A clean greyscale scan: dark ink on white, sometimes slightly blurred, saved as PNG."""
+    size = int(rng.integers(40, 160))
+    ink = _ink_strength(glyph, size, rng, max_tilt=4.0)
+    margin = int(size * rng.uniform(0.1, 0.6))
+    page = np.full((size + 2 * margin, size + 2 * margin), float(rng.uniform(0.9, 1.0)), dtype=np.float32)
+    _lay_ink(page, ink, margin, margin, float(rng.uniform(0.0, 0.2)))
+    image = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
+    if rng.random() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 1.5))))
+    return _encode(image, rng, lossy=False)
+
+
+def transparent_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A drawing app's export: coloured ink on a transparent background (RGBA PNG)."""
+    size = int(rng.integers(64, 200))
+    ink = _ink_strength(glyph, size, rng, max_tilt=4.0)
+    margin = int(size * rng.uniform(0.05, 0.4))
+    alpha = np.zeros((size + 2 * margin, size + 2 * margin), dtype=np.float32)
+    alpha[margin : margin + size, margin : margin + size] = ink
+    colour = rng.integers(0, 90, 3)
+    rgba = np.zeros((*alpha.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = colour
+    rgba[..., 3] = np.clip(alpha * 255, 0, 255).astype(np.uint8)
+    return _encode(Image.fromarray(rgba, "RGBA"), rng, lossy=False)
+
+
+def tiny_like(glyph: np.ndarray, rng: np.random.Generator, side: int | None = None) -> bytes:
+    """A digit-field scan of 8-20 px that the character fills: dark ink on light paper, PNG."""
+    side = side or int(rng.integers(8, 21))
+    ink = np.asarray(Image.fromarray(glyph).resize((side, side), Image.Resampling.BOX), dtype=np.float32) / 255.0
+    page = np.full((side, side), float(rng.uniform(0.8, 1.0)), dtype=np.float32)
+    _lay_ink(page, ink, 0, 0, float(rng.uniform(0.0, 0.25)))
+    page += rng.normal(0, rng.uniform(0.0, 0.03), page.shape).astype(np.float32)
+    return _encode(Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8)), rng, lossy=False)
+
+
+def form_cell(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A letter written in one box of a printed form, photographed or scanned: dark box lines around it
+    (sometimes with the neighbouring boxes' lines), a dark scan border at one edge, grey uneven paper."""
+    cell = int(rng.integers(60, 180))
+    line = max(1, int(cell * rng.uniform(0.015, 0.05)))
+    pad = int(cell * rng.uniform(0.0, 0.25))  # how much of the neighbouring cells the crop shows
+    height = width = cell + 2 * pad
+    page = _paper(height, width, rng, low=0.6)
+    line_level = float(rng.uniform(0.0, 0.35))
+    for offset in (pad, pad + cell - line):
+        page[offset : offset + line, :] = line_level
+        page[:, offset : offset + line] = line_level
+    size = int(cell * rng.uniform(0.55, 0.85))
+    ink = _ink_strength(glyph, size, rng, max_tilt=6.0)
+    slack = cell - 2 * line - size
+    top = pad + line + int(rng.integers(0, max(1, slack)))
+    left = pad + line + int(rng.integers(0, max(1, slack)))
+    _lay_ink(page, ink, top, left, float(rng.uniform(0.0, 0.25)))
+    if rng.random() < 0.5:  # a dark scan border along one edge
+        edge = max(1, int(width * rng.uniform(0.02, 0.08)))
+        side = int(rng.integers(0, 4))
+        view = np.rot90(page, side)
+        view[:, :edge] = float(rng.uniform(0.0, 0.2))
+    page += rng.normal(0, rng.uniform(0.005, 0.03), page.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
+    return _encode(image, rng, lossy=bool(rng.random() < 0.6))
+
+
+RENDERERS = {
+    "photo": photo_like,
+    "scan": scan_like,
+    "transparent": transparent_like,
+    "tiny": tiny_like,
+    "form": form_cell,
+}
+TRAINING_MIX = {"photo": 0.45, "scan": 0.2, "transparent": 0.1, "tiny": 0.15, "form": 0.1}
+
+
+def upload_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
+    """One upload of a random kind, in the proportions the training job uses."""
+    kinds = list(TRAINING_MIX)
+    kind = kinds[int(rng.choice(len(kinds), p=list(TRAINING_MIX.values())))]
+    return RENDERERS[kind](glyph, rng)

@@ -35,18 +35,22 @@ class Recipe:
     balance_classes: bool = False
     patience: int = 5
     monitor: str = "val_accuracy"
+    rendered_copies: int = 0  # per training image, rendered as an upload and normalised by the service's code
+    label_smoothing: float = 0.0
 
 
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(epochs=20),
     "bn_cnn": Recipe(
-        epochs=30,
+        epochs=8,
         learning_rate=2e-3,
         cosine_schedule=True,
         augment=True,
         balance_classes=True,
         patience=8,
         monitor="val_balanced_accuracy",
+        rendered_copies=1,
+        label_smoothing=0.1,
     ),
 }
 
@@ -118,22 +122,53 @@ def to_model_input(images: tf.Tensor) -> tf.Tensor:
 
 
 def make_dataset(
-    data: Emnist, indices: np.ndarray, recipe: Recipe, weights: np.ndarray, *, training: bool, seed: int
+    data: Emnist,
+    indices: np.ndarray,
+    recipe: Recipe,
+    weights: np.ndarray,
+    *,
+    training: bool,
+    seed: int,
+    rendered: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
+    """EMNIST's arrays (randomly distorted when the recipe augments) plus, for training, the rendered and
+    normalised copies as the service would see them (already varied: not distorted again)."""
     n_classes = len(data.classes)
-    labels = data.labels[indices]
-    ds = tf.data.Dataset.from_tensor_slices((data.images[indices], labels, weights[labels]))
+    images, labels = data.images[indices], data.labels[indices]
+    distort = np.ones(len(labels), dtype=bool)
+    if rendered is not None:
+        copies, copy_labels = rendered
+        images = np.concatenate([images, copies])
+        labels = np.concatenate([labels, copy_labels])
+        distort = np.concatenate([distort, np.zeros(len(copy_labels), dtype=bool)])
+    ds = tf.data.Dataset.from_tensor_slices((images, labels, weights[labels], distort))
     if training:
-        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     augment = training and recipe.augment
 
-    def prepare(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def prepare(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, d: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         x = to_model_input(x)
         if augment:
-            x = random_affine(x)
+            x = tf.where(d[:, tf.newaxis, tf.newaxis, tf.newaxis], random_affine(x), x)
         return x, tf.one_hot(y, n_classes), w
 
     return ds.batch(recipe.batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def rendered_training_copies(
+    data: Emnist, indices: np.ndarray, recipe: Recipe, run_dir: Path, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The recipe's rendered copies of the training images with their labels (unreadable renders dropped)."""
+    if not recipe.rendered_copies:
+        return None
+    from training.serving_view import cached_copies
+
+    copies, labels = [], []
+    for copy in range(recipe.rendered_copies):
+        images, ok = cached_copies(run_dir, f"rendered-{copy}", data.images[indices], seed + copy)
+        copies.append(images[ok])
+        labels.append(data.labels[indices][ok])
+    return np.concatenate(copies), np.concatenate(labels)
 
 
 def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> None:
@@ -148,7 +183,7 @@ def compile_model(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> N
         )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss="categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         # Validation samples carry 1/class-count weights, so this is the class-balanced accuracy.
         weighted_metrics=[keras.metrics.CategoricalAccuracy(name="balanced_accuracy")],
@@ -187,7 +222,7 @@ def train(
     model = architectures.build(architecture, n_classes)
     if init_from is not None:
         model.set_weights(keras.models.load_model(init_from / "best.keras").get_weights())
-    steps = int(np.ceil(len(split.train) / recipe.batch_size))
+    steps = int(np.ceil(len(split.train) * (1 + recipe.rendered_copies) / recipe.batch_size))
     compile_model(model, recipe, steps)
     config = RunConfig(
         architecture=architecture,
@@ -222,8 +257,9 @@ def train(
         keras.callbacks.EarlyStopping(monitor=recipe.monitor, mode="max", patience=recipe.patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
+    rendered = rendered_training_copies(data, split.train, recipe, run_dir, seed)
     model.fit(
-        make_dataset(data, split.train, recipe, train_weights, training=True, seed=seed),
+        make_dataset(data, split.train, recipe, train_weights, training=True, seed=seed, rendered=rendered),
         validation_data=make_dataset(data, split.val, recipe, val_weights, training=False, seed=seed),
         epochs=recipe.epochs,
         callbacks=callbacks,

@@ -7,6 +7,7 @@ sorting their pixels; the final blur and resize to 28x28 is one precomputed line
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -148,3 +149,101 @@ def blur_and_shrink(side_in: int, side_out: int, sigma: float) -> np.ndarray:
     return (resize_matrix(side_in, side_out, Image.Resampling.BICUBIC) @ gaussian_matrix(side_in, sigma)).astype(
         np.float32
     )
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Horizontal runs of a mask: row, first and last column (inclusive) of each, in raster order."""
+
+    row: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    @property
+    def length(self) -> np.ndarray:
+        return self.stop - self.start + 1
+
+
+def runs(mask: np.ndarray) -> Runs:
+    """Run-length encode a boolean mask row by row (vectorised: no Python loop over pixels)."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, stops = np.nonzero(edges == -1)
+    return Runs(rows.astype(np.int32), starts.astype(np.int32), (stops - 1).astype(np.int32))
+
+
+@dataclass(frozen=True)
+class Components:
+    """8-connected components of a mask: the runs, each run's component, and per component its box and area."""
+
+    runs: Runs
+    of_run: np.ndarray
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    area: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.area)
+
+    def mask(self, keep: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The pixels of the components where ``keep`` (a boolean per component) is true."""
+        out = np.zeros(shape, dtype=bool)
+        selected = keep[self.of_run]
+        paint_runs(out, Runs(self.runs.row[selected], self.runs.start[selected], self.runs.stop[selected]))
+        return out
+
+
+def paint_runs(out: np.ndarray, selected: Runs) -> None:
+    """Set the pixels of ``selected`` runs in ``out`` (a cumulative-sum fill: one pass, no loop)."""
+    width = out.shape[1]
+    delta = np.zeros((out.shape[0], width + 1), dtype=np.int32)
+    np.add.at(delta, (selected.row, selected.start), 1)
+    np.add.at(delta, (selected.row, selected.stop + 1), -1)
+    out |= np.cumsum(delta, axis=1)[:, :width] > 0
+
+
+def components(mask: np.ndarray) -> Components:
+    """Connected components by union of overlapping runs in adjacent rows (8-connectivity), merged by
+    pointer jumping: a handful of vectorised passes instead of a flood fill per pixel."""
+    found = runs(mask)
+    n = len(found.row)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int32)
+        return Components(found, empty, empty, empty, empty, empty, empty)
+    width = mask.shape[1] + 2
+    # Runs of row r + 1 touching run i of row r: start <= stop_i + 1 and stop >= start_i - 1.
+    key_start = (found.row.astype(np.int64) * width) + found.start
+    key_stop = (found.row.astype(np.int64) * width) + found.stop
+    next_row = found.row.astype(np.int64) + 1
+    first = np.searchsorted(key_stop, next_row * width + found.start - 1, side="left")
+    last = np.searchsorted(key_start, next_row * width + found.stop + 1, side="right")
+    count = np.maximum(last - first, 0)
+    left_ids = np.repeat(np.arange(n), count)
+    offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    right_ids = np.repeat(first, count) + offsets
+    parent = np.arange(n)
+    while True:
+        low = np.minimum(parent[left_ids], parent[right_ids])
+        before = parent.copy()
+        np.minimum.at(parent, left_ids, low)
+        np.minimum.at(parent, right_ids, low)
+        parent = parent[parent]
+        parent = parent[parent]
+        if np.array_equal(parent, before):
+            break
+    roots, of_run = np.unique(parent, return_inverse=True)
+    k = len(roots)
+    top = np.full(k, np.iinfo(np.int32).max, dtype=np.int32)
+    left = top.copy()
+    bottom = np.zeros(k, dtype=np.int32)
+    right = bottom.copy()
+    np.minimum.at(top, of_run, found.row)
+    np.maximum.at(bottom, of_run, found.row)
+    np.minimum.at(left, of_run, found.start)
+    np.maximum.at(right, of_run, found.stop)
+    area = np.bincount(of_run, weights=found.length, minlength=k).astype(np.int64)
+    return Components(found, of_run, top, bottom, left, right, area)

@@ -1,5 +1,7 @@
 """Find the ink on a page: polarity (paper is what the border shows), sensor noise, shadows and
-vignetting, the paper's level and the ink threshold. Pure image code: no model, no I/O.
+vignetting, the paper's level and the ink threshold; then what is not handwriting is dropped: printed box
+and grid lines, dark scan borders and page edges, specks, and fragments of neighbouring letters cut by
+the crop. Pure image code: no model, no I/O.
 
 8-bit pages stay in integers and are measured from histograms; pages that need their lighting
 flattened (or came as 16-bit or float) continue in float32. Both give the same numbers.
@@ -18,9 +20,16 @@ from handler.imaging.errors import ImageError
 from handler.records import ErrorCode
 
 MIN_INK_PIXELS = 4
-UNEVEN_BORDER = 0.1  # border brightness spread above which lighting is flattened first
+UNEVEN_BORDER = 0.1  # brightness spread (border, then the lighting estimate) above which lighting is flattened
 BACKGROUND_SIDE = 64  # resolution of the background estimate
+OPENING = 17  # wider than a marker stroke in a tight frame (a quarter of the side), narrower than a shadow
 SAMPLE_PIXELS = 16384  # statistics come from a subsample of about this many pixels
+RULE_MIN_SIDE = 32  # smaller inputs are tight crops (digit fields): nothing in them is a printed line
+RULE_SPAN = 0.05  # a printed line or border runs from within 5% of one edge to within 5% of the other
+PRINTED_EDGE = 0.2  # an empty form box: every line within the outer fifth of the page ...
+PRINTED_THICKNESS = 0.15  # ... and all of them together thinner than this share of the side
+SPECK = 0.015  # components below this share of the ink are specks
+FRAGMENT = 0.5  # components cut by the crop edge and smaller than this share of the largest are neighbours
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,8 @@ def find_ink(gray: np.ndarray) -> Ink:
     if ink.dtype == np.uint8 and min(height, width) >= 64:
         counts = ops.histogram(ops.border(ink, frame))
         if ops.percentile_u8(counts, 95) - ops.percentile_u8(counts, 5) >= UNEVEN_BORDER * 255:
-            ink = _flatten_background(ink.astype(np.float32) / 255.0)
-    return _threshold(ink)
+            ink = _flatten_background(ink)
+    return clear_page(_threshold(ink))
 
 
 def _ink_u8(gray: np.ndarray, frame: int, *, polarity_known: bool = False) -> np.ndarray:
@@ -75,14 +84,19 @@ def _ink_u8(gray: np.ndarray, frame: int, *, polarity_known: bool = False) -> np
     return gray
 
 
-def _flatten_background(ink: np.ndarray) -> np.ndarray:
-    """Remove shadows and vignetting: subtract a grey-scale opening computed at low resolution."""
+def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
+    """Remove shadows and vignetting: subtract a grey-scale opening computed at low resolution, wide enough
+    to pass over strokes, printed lines and scan borders, so only the lighting is subtracted. Where the
+    opening is flat (the border was uneven because of lines or borders, not light) the page is left as it is."""
+    ink = ink_u8.astype(np.float32) / 255.0
     height, width = ink.shape
     scale = BACKGROUND_SIDE / max(height, width)
     small = Image.fromarray(ink).resize(
         (max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX
     )
-    opened = ops.rank_filter(ops.rank_filter(np.asarray(small), 9, np.min), 9, np.max)
+    opened = ops.rank_filter(ops.rank_filter(np.asarray(small), OPENING, np.min), OPENING, np.max)
+    if float(np.percentile(opened, 95) - np.percentile(opened, 5)) < UNEVEN_BORDER:
+        return ink_u8
     background = np.asarray(Image.fromarray(opened).resize((width, height), Image.Resampling.BILINEAR))
     return np.clip(ink - background, 0.0, 1.0)
 
@@ -114,3 +128,85 @@ def _threshold(ink: np.ndarray) -> Ink:
     if np.count_nonzero(mask) < MIN_INK_PIXELS:
         raise ImageError(ErrorCode.NO_INK, "no handwriting found: too little ink to read")
     return Ink(ink, mask, background, peak, level)
+
+
+def _rules(mask: np.ndarray) -> np.ndarray:
+    """Pixels of straight lines running edge to edge (printed box and grid lines, scan borders, page
+    edges): horizontal runs found after closing 1-pixel steps and gaps, so slightly tilted lines count."""
+    height, width = mask.shape
+    closed = mask.copy()
+    closed[1:] |= mask[:-1]
+    closed[:-1] |= mask[1:]
+    closed[:, 1:] |= closed[:, :-1].copy()
+    closed[:, :-1] |= closed[:, 1:].copy()
+    found = ops.runs(closed)
+    margin = max(1, round(RULE_SPAN * width))
+    edge_to_edge = (found.start <= margin) & (found.stop >= width - 1 - margin)
+    lines = np.zeros_like(mask)
+    ops.paint_runs(lines, ops.Runs(found.row[edge_to_edge], found.start[edge_to_edge], found.stop[edge_to_edge]))
+    return lines & mask
+
+
+def _printed(lines: np.ndarray, axis: int) -> bool:
+    """Lines that look printed rather than written: thin, and all near the page's edges (a box or border)."""
+    side = lines.shape[1 - axis]
+    at = np.flatnonzero(lines.any(axis=axis))
+    if at.size == 0:
+        return True
+    near_edges = bool(((at < PRINTED_EDGE * side) | (at >= (1 - PRINTED_EDGE) * side)).all())
+    return near_edges and lines.sum() / lines.shape[axis] <= PRINTED_THICKNESS * side
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """The mask and its 8 neighbours: the soft edges of what is dropped go with it."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    return grown
+
+
+def _touches_edge(found: ops.Components, shape: tuple[int, int]) -> np.ndarray:
+    height, width = shape
+    return (found.top == 0) | (found.left == 0) | (found.bottom == height - 1) | (found.right == width - 1)
+
+
+def _paper_where(ink: Ink, drop: np.ndarray) -> np.ndarray:
+    values = ink.values.copy()
+    values[drop] = round(ink.background * 255) if values.dtype == np.uint8 else ink.background
+    return values
+
+
+def clear_page(ink: Ink) -> Ink:
+    """Drop what is not the handwriting. Printed lines and borders are found on faint ink too (a grey
+    line is still a line) and removed only on a framed page, where some ink is left clear of the edges
+    once they are gone, so a tight crop's strokes are never taken for lines; the page is then thresholded
+    again without them. Then specks, and fragments of neighbouring letters that the crop cut through."""
+    if min(ink.mask.shape) < RULE_MIN_SIDE:
+        return ink
+    faint = ink.values > _as_values(ink, (ink.background + ink.level) / 2)
+    across, down = _rules(faint), _rules(faint.T).T
+    rules = across | down
+    if rules.any():
+        rest = ops.components(ink.mask & ~_grow(rules))
+        on_edge = _touches_edge(rest, ink.mask.shape)
+        if len(rest) and (~on_edge).any() and rest.area[~on_edge].max() >= FRAGMENT * rest.area.max():
+            ink = _threshold(_paper_where(ink, _grow(rules)))
+        elif rest.area.sum() < SPECK * rules.sum() and _printed(across, axis=1) and _printed(down, axis=0):
+            raise ImageError(ErrorCode.NO_INK, "no handwriting found: only printed lines or borders")
+    found = ops.components(ink.mask)
+    on_edge = _touches_edge(found, ink.mask.shape)
+    inside = found.area[~on_edge]
+    if inside.size == 0 or inside.max() < FRAGMENT * found.area.max():
+        return ink  # the handwriting itself reaches the edges: a tight crop, leave it whole
+    keep = (found.area >= SPECK * found.area.sum()) & (~on_edge | (found.area >= FRAGMENT * inside.max()))
+    if keep.all():
+        return ink
+    cleaned = found.mask(keep, ink.mask.shape)
+    return Ink(_paper_where(ink, _grow(ink.mask & ~cleaned) & ~cleaned), cleaned, ink.background, ink.peak, ink.level)
+
+
+def _as_values(ink: Ink, level: float) -> float:
+    """A level in 0-1 units, in the units of ``ink.values``."""
+    return level * 255 if ink.values.dtype == np.uint8 else level

@@ -1,0 +1,105 @@
+"""Finding the handwriting on a page: printed box and grid lines, scan borders, specks and neighbours'
+fragments are dropped; a tight crop's own strokes are never taken for lines. Built from real EMNIST glyphs
+(the fixtures' 28x28 PNGs) rendered into form cells the way the recognition benchmark renders them."""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from handler.imaging import ImageError, decode, ops, prepare
+from handler.imaging.page import find_ink
+from handler.records import ErrorCode
+from training.render import form_cell, scan_like
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "normaliser"
+GLYPHS = [np.asarray(Image.open(FIXTURES / f"emnist-{i:02d}.png").convert("L")) for i in range(6)]
+LIMIT = 40_000_000
+
+
+def png(page: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def flood_fill_count(mask: np.ndarray) -> list[int]:
+    """Component areas by breadth-first search: slow and obviously right, the reference for ops.components."""
+    seen = np.zeros_like(mask)
+    areas = []
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        if seen[y, x]:
+            continue
+        seen[y, x] = True
+        queue, area = deque([(y, x)]), 0
+        while queue:
+            a, b = queue.popleft()
+            area += 1
+            for c in range(max(a - 1, 0), min(a + 2, mask.shape[0])):
+                for d in range(max(b - 1, 0), min(b + 2, mask.shape[1])):
+                    if mask[c, d] and not seen[c, d]:
+                        seen[c, d] = True
+                        queue.append((c, d))
+        areas.append(area)
+    return sorted(areas)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_components_match_a_flood_fill(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.uniform(0.1, 0.7)
+    found = ops.components(mask)
+    assert sorted(found.area.tolist()) == flood_fill_count(mask)
+    assert np.array_equal(found.mask(np.ones(len(found), dtype=bool), mask.shape), mask)
+
+
+@pytest.mark.parametrize("index", range(len(GLYPHS)))
+def test_a_letter_in_a_printed_form_box_reads_as_the_bare_letter(index: int, classifier) -> None:
+    rng = np.random.default_rng(index)
+    bare = prepare(scan_like(GLYPHS[index], rng), LIMIT)
+    boxed = [prepare(form_cell(GLYPHS[index], rng), LIMIT) for _ in range(3)]
+    labels = classifier.predict(np.stack([bare, *boxed])).argmax(axis=1)
+    assert (labels == labels[0]).all()
+
+
+def test_box_lines_and_a_scan_border_are_not_ink() -> None:
+    page = np.full((120, 120), 0.9, dtype=np.float32)
+    page[10:13, :] = page[-13:-10, :] = page[:, 10:13] = page[:, -13:-10] = 0.1  # the box
+    page[:, :5] = 0.05  # a dark scan border
+    glyph = np.asarray(Image.fromarray(GLYPHS[0]).resize((60, 60)), dtype=np.float32) / 255
+    page[30:90, 30:90] -= glyph * 0.8
+    ink = find_ink(decode(png(page), LIMIT))
+    rows, cols = np.nonzero(ink.mask)
+    assert rows.min() >= 25 and rows.max() <= 95 and cols.min() >= 25 and cols.max() <= 95
+
+
+def test_an_empty_form_box_has_no_handwriting() -> None:
+    page = np.full((100, 100), 0.9, dtype=np.float32)
+    page[5:8, :] = page[-8:-5, :] = page[:, 5:8] = page[:, -8:-5] = 0.1
+    with pytest.raises(ImageError) as raised:
+        prepare(png(page), LIMIT)
+    assert raised.value.code == ErrorCode.NO_INK
+
+
+def test_a_tight_crop_keeps_strokes_that_run_edge_to_edge() -> None:
+    page = np.full((60, 60), 0.95, dtype=np.float32)
+    page[:8, :] = 0.1  # a T whose bar fills the width and whose stem fills the height
+    page[:, 26:34] = 0.1
+    ink = find_ink(decode(png(page), LIMIT))
+    assert ink.mask[:8].mean() > 0.9 and ink.mask[:, 26:34].mean() > 0.9
+
+
+def test_a_speck_and_a_neighbours_fragment_are_dropped() -> None:
+    page = np.full((120, 120), 0.92, dtype=np.float32)
+    glyph = np.asarray(Image.fromarray(GLYPHS[1]).resize((60, 60)), dtype=np.float32) / 255
+    page[30:90, 30:90] -= glyph * 0.8
+    page[100:103, 10:13] = 0.2  # a speck
+    page[40:70, 112:] = 0.2  # a stroke of the next letter, cut by the crop
+    ink = find_ink(decode(png(page), LIMIT))
+    assert not ink.mask[95:, :20].any() and not ink.mask[:, 105:].any()
+    assert ink.mask[30:90, 30:90].any()
