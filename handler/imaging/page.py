@@ -133,13 +133,8 @@ def _threshold(ink: np.ndarray) -> Ink:
 def _rules(mask: np.ndarray) -> np.ndarray:
     """Pixels of straight lines running edge to edge (printed box and grid lines, scan borders, page
     edges): horizontal runs found after closing 1-pixel steps and gaps, so slightly tilted lines count."""
-    height, width = mask.shape
-    closed = mask.copy()
-    closed[1:] |= mask[:-1]
-    closed[:-1] |= mask[1:]
-    closed[:, 1:] |= closed[:, :-1].copy()
-    closed[:, :-1] |= closed[:, 1:].copy()
-    found = ops.runs(closed)
+    width = mask.shape[1]
+    found = ops.runs(_grow(mask))
     margin = max(1, round(RULE_SPAN * width))
     edge_to_edge = (found.start <= margin) & (found.stop >= width - 1 - margin)
     lines = np.zeros_like(mask)
