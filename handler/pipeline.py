@@ -1,4 +1,4 @@
-"""A batch of inputs -> exactly one record each: decode -> normalise -> predict (one batch) -> record.
+"""A batch of inputs -> exactly one record each: decode -> page -> segment -> predict (one batch) -> read -> record.
 
 :func:`label` is pure (bytes in, records out) and serves the CLI; :func:`process` adds S3:
 concurrent fetches and writes, and resumable skipping for bulk runs. A bad image never fails
@@ -21,13 +21,13 @@ import numpy as np
 
 from handler import model as model_artifact
 from handler.config import Settings
-from handler.imaging import ImageError
+from handler.imaging import Candidates, ImageError
 from handler.model import Classifier
-from handler.recognize import AllowError, read
+from handler.recognize import AllowError, read_page
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
 from handler.sinks import RecordSlots, S3RecordSink, batch_key, write_batch
 from handler.storage import ALLOW_METADATA, ObjectMissing, ObjectTooLarge, Storage
-from handler.workers import Workers, prepare_one, readable_of
+from handler.workers import Workers, glyphs_of, prepare_one, readable_of, split_rows
 
 Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
 T = TypeVar("T")
@@ -103,16 +103,15 @@ def label(
     workers), an image whose decoding no longer fits gets None (deferred) instead of a record.
     """
     info = model_info(classifier)
-    prepared: list[np.ndarray | ImageError | None] = [p if isinstance(p, ImageError) else None for _, p in items]
+    prepared: list[Candidates | ImageError | None] = [p if isinstance(p, ImageError) else None for _, p in items]
     probabilities: dict[int, np.ndarray] = {}
     todo = [i for i, (_, payload) in enumerate(items) if not isinstance(payload, ImageError)]
 
     def predict(indices: list[int]) -> None:
-        readable = [i for i in indices if isinstance(prepared[i], np.ndarray)]
+        readable = [i for i in indices if isinstance(prepared[i], Candidates)]
         if readable:
-            probabilities.update(
-                zip(readable, classifier.predict(np.stack([prepared[i] for i in readable])), strict=True)
-            )
+            rows = classifier.predict(glyphs_of(prepared, readable))  # type: ignore[arg-type]
+            probabilities.update(zip(readable, split_rows(prepared, readable, rows), strict=True))  # type: ignore[arg-type]
 
     if workers and workers.processes and len(todo) > 1:
         started = time.perf_counter()
@@ -124,7 +123,9 @@ def label(
             if predicted is None:
                 predict(indices)  # the caller's own share, while the helpers finish theirs
             else:
-                probabilities.update(zip([indices[i] for i in readable_of(share)], predicted, strict=True))
+                readable = readable_of(share)
+                rows = split_rows(share, readable, predicted)
+                probabilities.update(zip([indices[i] for i in readable], rows, strict=True))
         if deadline:
             deadline.took(time.perf_counter() - started)
     else:
@@ -138,14 +139,15 @@ def label(
         predict(todo)
     allows = [allow] * len(items) if allow is None or isinstance(allow, str) else list(allow)
     records: list[dict[str, Any] | None] = []
-    for index, ((source, _), glyph) in enumerate(zip(items, prepared, strict=True)):
-        if glyph is None:
+    for index, ((source, _), page) in enumerate(zip(items, prepared, strict=True)):
+        if page is None:
             records.append(None)
-        elif isinstance(glyph, ImageError):
-            records.append(error_record(source, glyph.code, str(glyph), info))
+        elif isinstance(page, ImageError):
+            records.append(error_record(source, page.code, str(page), info))
         else:
             try:
-                reading = read(
+                reading = read_page(
+                    page,
                     probabilities[index],
                     classifier.classes,
                     top_k=top_k,

@@ -6,11 +6,12 @@ import hashlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from handler.recognize import Reading
+if TYPE_CHECKING:  # records only read a Reading's fields; recognize imports imaging, which imports ErrorCode
+    from handler.recognize import Reading
 
-RESULT_SCHEMA = "handwriting-ocr/result/1"
+RESULT_SCHEMA = "handwriting-ocr/result/2"
 ERROR_SCHEMA = "handwriting-ocr/error/1"
 RECORD_SUFFIX = ".json"
 MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
@@ -47,19 +48,45 @@ def utc_now() -> str:
 
 
 def result_record(source: Source, reading: Reading, model: ModelInfo) -> dict[str, Any]:
-    """A :class:`Reading` as the versioned JSON record; ``allowed`` appears only when the answer was restricted."""
-    record: dict[str, Any] = {
-        "schema": RESULT_SCHEMA,
-        "source": asdict(source),
-        "label": reading.label,
-        "confidence": reading.confidence,
-        "top": [asdict(alternative) for alternative in reading.top],
+    """A :class:`Reading` as the versioned JSON record (schema 2).
+
+    ``text`` and ``characters`` (each with its label, confidence, top-k, box in the input's upright pixels
+    and line) describe any reading; an image of exactly one character also keeps schema 1's ``label``,
+    ``confidence`` and ``top``, so consumers of single characters read it as before. A multi-character
+    image has no ``label``: never one confident character for a string. ``allowed`` appears only when the
+    answer was restricted; ``review`` when the model is calibrated.
+    """
+    record: dict[str, Any] = {"schema": RESULT_SCHEMA, "source": asdict(source), "text": reading.text}
+    if reading.single:
+        record |= {
+            "label": reading.label,
+            "confidence": reading.confidence,
+            "top": [asdict(alternative) for alternative in reading.top],
+        }
+    record["characters"] = [_character(character) for character in reading.characters]
+    record["segmentation"] = {
+        "confidence": reading.segmentation,
+        "lines": len({character.line for character in reading.characters}),
     }
     if reading.allowed:
         record["allowed"] = reading.allowed
     if reading.review is not None:
         record["review"] = reading.review
     return {**record, "model": asdict(model), "processed_at": utc_now()}
+
+
+def _character(character: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "label": character.label,
+        "confidence": character.confidence,
+        "top": [asdict(alternative) for alternative in character.top],
+    }
+    if character.box is not None:
+        out["box"] = asdict(character.box)
+    out["line"] = character.line
+    if character.review is not None:
+        out["review"] = character.review
+    return out
 
 
 def error_record(source: Source, code: ErrorCode, message: str, model: ModelInfo) -> dict[str, Any]:

@@ -19,20 +19,31 @@ import numpy as np
 from handler import imaging
 from handler.imaging import ImageError
 
-Prepared = np.ndarray | ImageError
+Prepared = imaging.Candidates | ImageError
 Predict = Callable[[np.ndarray], np.ndarray]
 OWN_SHARE = 0.9  # the caller's share of the images, relative to a helper's: it also builds the records
 
 
 def prepare_one(payload: bytes, max_pixels: int) -> Prepared:
     try:
-        return imaging.prepare(payload, max_pixels)
+        return imaging.candidates(payload, max_pixels)
     except ImageError as exc:
         return exc
 
 
 def readable_of(results: Sequence[Prepared]) -> list[int]:
-    return [i for i, result in enumerate(results) if isinstance(result, np.ndarray)]
+    return [i for i, result in enumerate(results) if isinstance(result, imaging.Candidates)]
+
+
+def glyphs_of(results: Sequence[Prepared], readable: Sequence[int]) -> np.ndarray:
+    """Every candidate glyph of the readable results, in order: one batch for the model."""
+    return np.concatenate([results[i].glyphs for i in readable])  # type: ignore[union-attr]
+
+
+def split_rows(results: Sequence[Prepared], readable: Sequence[int], probabilities: np.ndarray) -> list[np.ndarray]:
+    """The batch's probability rows handed back to each readable result (one row per candidate glyph)."""
+    counts = [len(results[i].glyphs) for i in readable]  # type: ignore[union-attr]
+    return np.split(probabilities, np.cumsum(counts)[:-1])
 
 
 def _serve(connection: Connection, inherited: list[Connection], predict: Predict | None) -> None:
@@ -48,7 +59,7 @@ def _serve(connection: Connection, inherited: list[Connection], predict: Predict
         payloads, max_pixels = job
         results = [prepare_one(payload, max_pixels) for payload in payloads]
         readable = readable_of(results)
-        probabilities = predict(np.stack([results[i] for i in readable])) if predict and readable else None
+        probabilities = predict(glyphs_of(results, readable)) if predict and readable else None
         connection.send((results, probabilities))
 
 

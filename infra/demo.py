@@ -67,7 +67,7 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
                         f"{rel:<38} {'-':>5} {'':>6}  {record['error']['code']}: {record['error']['message'][:50]}",
                         file=out,
                     )
-                else:
+                elif "label" in record:
                     alternatives = ", ".join(f"{t['label']} {t['confidence']:.2f}" for t in record["top"][1:3])
                     expected = Path(rel).stem.rpartition("-")[2]
                     mark = "" if not expected else (" ok" if expected == record["label"] else " x")
@@ -76,6 +76,13 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
                         f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}{mark:>8}{review}",
                         file=out,
                     )
+                else:  # several characters: the text, each character's confidence, and the true text (file name)
+                    text = record["text"].replace("\n", " / ")
+                    confidences = " ".join(f"{c['confidence']:.2f}" for c in record["characters"])
+                    expected = Path(rel).stem.replace("_", " / ")
+                    mark = " ok" if expected == text else " x"
+                    review = "  review" if record.get("review") else ""
+                    print(f"{rel:<38} {text:>12}  {confidences}{mark:>6}{review}", file=out)
         print(f"\nrecords: s3://{BUCKET}/output/demo/*.json and s3://{BUCKET}/errors/demo/*.json", file=out)
     return 0
 

@@ -15,9 +15,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.data import load_folder
-from training.render import photo_like
+from training.render import photo_like, string_page
 
 WORD = [("hello world", "HELLO"), ("numbers", "42"), ("ünïcode + more", "dEt")]
+STRINGS = [("A7", 1), ("2024", 1), ("HELLO", 1), ("AB12\nCD34", 2)]  # written on one page each
 
 
 def main(data: str = "../shared/emnist", out: Path = Path("samples")) -> None:
@@ -45,6 +46,19 @@ def main(data: str = "../shared/emnist", out: Path = Path("samples")) -> None:
                 Image.fromarray(glyph).save(buffer, format="PNG")
                 target.with_suffix(".png").write_bytes(buffer.getvalue())
             count += 1
+    make_strings(emnist, out)
+
+
+def make_strings(emnist: object, out: Path) -> None:
+    """Pages of several characters, each a real NIST writer's glyph, photographed on paper."""
+    rng = np.random.default_rng(10)
+    for text, lines in STRINGS:
+        chars = text.replace("\n", "")
+        glyphs = [emnist.images[rng.choice(np.flatnonzero(emnist.labels == emnist.classes.index(c)))] for c in chars]
+        page = string_page(glyphs, chars, rng, lines=lines)
+        target = out / "strings" / f"{text.replace(chr(10), '_')}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(page.data)
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ def test_bulk_jsonl_mode_writes_one_object_per_batch_and_a_rerun_skips_it(app: A
     assert len(batches) == 2 and keys(s3, "errors/") == []  # no per-input objects, no DELETEs
     lines = [json.loads(line) for key in batches for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].iter_lines()]
     assert sorted(r["source"]["key"] for r in lines) == [f"input/j/{i}.png" for i in range(5)]
-    assert {r["schema"] for r in lines} == {"handwriting-ocr/result/1", "handwriting-ocr/error/1"}
+    assert {r["schema"] for r in lines} == {"handwriting-ocr/result/2", "handwriting-ocr/error/1"}
     second = run_prefix(service, BUCKET, "j2", batch_size=4)
     assert second["counts"]["skipped"] == 5 and keys(s3, "output/_batches/") == batches
     upload(s3, "input/j/4.png", png_bytes(draw_seven(120)))  # a changed input: its batch is redone

@@ -8,6 +8,8 @@ The training job renders its augmented copies with these and then runs the servi
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -141,3 +143,63 @@ def upload_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
     kinds = list(TRAINING_MIX)
     kind = kinds[int(rng.choice(len(kinds), p=list(TRAINING_MIX.values())))]
     return RENDERERS[kind](glyph, rng)
+
+
+@dataclass(frozen=True)
+class StringPage:
+    """A rendered page of hand-printed strings: the image, its text (lines joined by ``\\n``), and whether any
+    two neighbouring characters touch or overlap."""
+
+    data: bytes
+    text: str
+    touching: bool
+
+
+def _ink_columns(glyph: np.ndarray) -> np.ndarray:
+    cols = np.flatnonzero(glyph.max(axis=0) > 0.1)
+    return glyph[:, cols[0] : cols[-1] + 1] if cols.size else glyph
+
+
+def string_page(
+    glyphs: list[np.ndarray], labels: str, rng: np.random.Generator, *, lines: int = 1, touch: float = 0.0
+) -> StringPage:
+    """Glyphs written left to right in ``lines`` lines with random gaps (a pair touches or slightly overlaps
+    with probability ``touch``), baseline jitter and size variation, photographed on paper as a JPEG."""
+    height = int(rng.integers(40, 90))
+    bounds = np.linspace(0, len(glyphs), lines + 1).round().astype(int)
+    rows: list[list[tuple[np.ndarray, int, int]]] = []  # per line: (ink, x, y offset)
+    touching = False
+    width = 0
+    for start, stop in pairwise(bounds):
+        x, row = 0, []
+        for position in range(start, stop):
+            size = int(height * rng.uniform(0.85, 1.1))
+            big = np.asarray(Image.fromarray(glyphs[position]).resize((size, size), Image.Resampling.BICUBIC))
+            ink = _ink_columns(big.astype(np.float32) / 255.0)
+            if row:
+                if rng.random() < touch:
+                    gap = round(height * rng.uniform(-0.08, 0.0))
+                    touching = True
+                else:
+                    gap = round(height * rng.uniform(0.12, 0.45))
+                x += gap
+            row.append((ink, x, round(height * rng.uniform(-0.06, 0.06)) + (height - size) // 2))
+            x += ink.shape[1]
+        rows.append(row)
+        width = max(width, x)
+    margin = int(height * rng.uniform(0.4, 1.0))
+    spacing = int(height * rng.uniform(1.3, 1.6))
+    page_h = 2 * margin + spacing * (lines - 1) + height + height // 4
+    page_w = 2 * margin + width
+    coverage = np.zeros((page_h, page_w), dtype=np.float32)
+    for number, row in enumerate(rows):
+        for ink, x, y in row:
+            top, left = margin + number * spacing + y + height // 8, margin + x
+            region = coverage[top : top + ink.shape[0], left : left + ink.shape[1]]
+            np.maximum(region, ink[: region.shape[0], : region.shape[1]], out=region)
+    page = _paper(page_h, page_w, rng)
+    _lay_ink(page, coverage, 0, 0, float(rng.uniform(0.05, 0.3)))
+    page += rng.normal(0, rng.uniform(0.01, 0.03), page.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
+    text = "\n".join(labels[start:stop] for start, stop in pairwise(bounds))
+    return StringPage(_encode(image, rng, lossy=True), text, touching)

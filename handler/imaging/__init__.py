@@ -1,18 +1,58 @@
-"""Image bytes -> the model's 28x28 input, by stage: ``decode`` (bytes -> pixels, budgets first),
-``page`` (find the ink), ``glyph`` (EMNIST geometry), with ``ops`` as the primitives.
-Pure image code: no model, no I/O."""
+"""Image bytes -> the model's 28x28 inputs, by stage: ``decode`` (bytes -> pixels, budgets first),
+``page`` (find the ink), ``segment`` (lines and candidate characters), ``glyph`` (EMNIST geometry), with
+``ops`` as the primitives. Pure image code: no model, no I/O."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from handler.imaging.decode import MAX_WORK_SIDE, decode
+from handler.imaging.decode import MAX_WORK_SIDE, decode, decode_sized
 from handler.imaging.errors import ImageError
-from handler.imaging.glyph import normalise
+from handler.imaging.glyph import as_emnist, glyph_of, normalise, to_glyph
+from handler.imaging.page import find_ink
+from handler.imaging.segment import Box, Line, Piece, Segmentation, segment
 
-__all__ = ["MAX_WORK_SIDE", "ImageError", "decode", "normalise", "prepare"]
+__all__ = ["MAX_WORK_SIDE", "Box", "Candidates", "ImageError", "candidates", "decode", "normalise", "prepare"]
 
 
 def prepare(data: bytes, max_pixels: int) -> np.ndarray:
-    """Bytes -> model input, or :class:`ImageError` naming why the image cannot be read."""
+    """Bytes -> one character's model input, or :class:`ImageError` naming why the image cannot be read."""
     return normalise(decode(data, max_pixels))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A page's candidate characters: one model input per piece, and where each piece is. ``scale`` maps the
+    segmentation's pixels to the input's (upright) pixels."""
+
+    glyphs: np.ndarray
+    segmentation: Segmentation
+    scale: tuple[float, float]
+
+    def box(self, line: int, piece: Piece) -> Box:
+        del line
+        return piece.box.scaled(*self.scale)
+
+
+def _whole(glyph: np.ndarray, shape: tuple[int, int]) -> Segmentation:
+    piece = Piece(0, 0, Box(0, 0, shape[1], shape[0]), 0.0)
+    return Segmentation((Line(1, float(shape[0]), (piece,), 0),), ((piece.box, np.ones(shape, dtype=bool)),), shape)
+
+
+def candidates(data: bytes, max_pixels: int) -> Candidates:
+    """Bytes -> :class:`Candidates`. A page holding one character gives exactly the glyph :func:`prepare` gives."""
+    gray, (width, height) = decode_sized(data, max_pixels)
+    passed = as_emnist(gray)
+    if passed is not None:
+        return Candidates(
+            passed[np.newaxis], _whole(passed, gray.shape), (width / gray.shape[1], height / gray.shape[0])
+        )
+    ink = find_ink(gray)
+    found = segment(ink)
+    scale = (width / ink.mask.shape[1], height / ink.mask.shape[0])
+    if found.single:
+        return Candidates(to_glyph(ink)[np.newaxis], found, scale)
+    glyphs = np.stack([glyph_of(ink, box, mask) for box, mask in found.masks])
+    return Candidates(glyphs, found, scale)

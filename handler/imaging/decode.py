@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from handler.imaging.errors import ImageError
 from handler.records import ErrorCode
 
+EXIF_ORIENTATION = 0x0112
 MAX_WORK_SIDE = 1024  # the normaliser never looks at more than this; larger images are reduced early
 ALLOWED_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF", "GIF"}
 IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
@@ -85,7 +86,12 @@ def check_jpeg_budget(data: bytes, max_pixels: int) -> None:
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode any supported image into grayscale (uint8, or float32 in [0, 1]), upright, transparency on white.
+    """Decode any supported image into grayscale (uint8, or float32 in [0, 1]), upright, transparency on white."""
+    return decode_sized(data, max_pixels)[0]
+
+
+def decode_sized(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode`, and the input's upright (width, height) in pixels, which boxes are reported in.
 
     Budgets come before work: pixel count from the header, JPEG scans from its markers; images far
     larger than the normaliser uses are reduced right after decoding, so memory stays near one
@@ -122,8 +128,9 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         factor = max(image.size) // MAX_WORK_SIDE
         if factor >= 2 and image.mode not in ("P", "1"):  # bound memory: reduce once, before any conversion
             image = image.reduce(factor)
+        upright = (height, width) if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (width, height)
         image = ImageOps.exif_transpose(image)
-        return _to_gray(image)
+        return _to_gray(image), upright
     except ImageError:
         raise
     except Exception as exc:

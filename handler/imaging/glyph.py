@@ -14,6 +14,7 @@ from handler.imaging import ops
 from handler.imaging.decode import MIN_CONTRAST
 from handler.imaging.errors import ImageError
 from handler.imaging.page import MIN_INK_PIXELS, Ink, find_ink
+from handler.imaging.segment import Box
 from handler.records import ErrorCode
 
 SIDE = 28
@@ -51,6 +52,23 @@ def to_glyph(ink: Ink) -> np.ndarray:
     if top_value <= 0:
         raise ImageError(ErrorCode.NO_INK, "no handwriting found after cropping")
     return (small / top_value).astype(np.float32)
+
+
+def glyph_of(ink: Ink, box: Box, mask: np.ndarray) -> np.ndarray:
+    """One candidate character of a page (its box and its own ink mask) -> the model's input: the same
+    geometry as a single-character upload, with a neighbour's ink inside the box left out."""
+    height, width = ink.mask.shape
+    top, left = max(0, box.top - 1), max(0, box.left - 1)
+    bottom, right = min(height, box.top + box.height + 1), min(width, box.left + box.width + 1)
+    own = np.zeros((bottom - top, right - left), dtype=bool)
+    own[box.top - top : box.top - top + box.height, box.left - left : box.left - left + box.width] = mask
+    soft = own.copy()  # the stroke's anti-aliased edges, one pixel out
+    soft[1:] |= own[:-1]
+    soft[:-1] |= own[1:]
+    soft[:, 1:] |= soft[:, :-1].copy()
+    soft[:, :-1] |= soft[:, 1:].copy()
+    values = np.where(soft, ink.values[top:bottom, left:right], 0)
+    return to_glyph(Ink(values, own, ink.background, ink.peak, ink.level))
 
 
 EMNIST_MIN_EXTENT = 18  # EMNIST glyphs span 24 px or so of their 28

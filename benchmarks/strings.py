@@ -1,0 +1,159 @@
+"""Reading hand-printed strings: pages of 1-12 held-out EMNIST glyphs (the model's validation split) in 1-3
+lines, with random gaps, touching and slightly overlapping pairs, baseline jitter and size variation,
+photographed on paper (``training.render.string_page``), read by ``python -m handler label``.
+
+Prints character error rate (edit distance / length), insertions + deletions, exact-string accuracy and
+character-count accuracy, overall and for the touching subset, each beside its target; the same glyphs as
+single-character photos give the floor (the single-character error rate). Time per character is measured
+in-process (one process, the model loaded once) beside the time per single-character image.
+
+Run: .venv/bin/python benchmarks/strings.py [--pages 400]. Writes benchmarks/results/strings.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from handler import model  # noqa: E402
+from handler.config import bundled_model_uri  # noqa: E402
+from handler.pipeline import label, local_source  # noqa: E402
+from training.data import load_folder, stratified_split  # noqa: E402
+from training.render import photo_like, string_page  # noqa: E402
+
+TOUCH = 0.15  # share of neighbouring pairs that touch or overlap
+
+
+def edits(truth: str, read: str) -> tuple[int, int, int]:
+    """(substitutions, insertions, deletions) of the cheapest alignment of ``read`` to ``truth``."""
+    rows, cols = len(truth) + 1, len(read) + 1
+    cost = np.zeros((rows, cols), dtype=np.int32)
+    cost[:, 0], cost[0, :] = np.arange(rows), np.arange(cols)
+    for i in range(1, rows):
+        for j in range(1, cols):
+            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]))
+    subs = ins = dels = 0
+    i, j = rows - 1, cols - 1
+    while i or j:
+        if i and j and cost[i, j] == cost[i - 1, j - 1] + (truth[i - 1] != read[j - 1]):
+            subs += truth[i - 1] != read[j - 1]
+            i, j = i - 1, j - 1
+        elif i and cost[i, j] == cost[i - 1, j] + 1:
+            dels, i = dels + 1, i - 1
+        else:
+            ins, j = ins + 1, j - 1
+    return subs, ins, dels
+
+
+def through_cli(blobs: list[bytes], suffix: str) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        for position, blob in enumerate(blobs):
+            (Path(tmp) / f"{position:05d}{suffix}").write_bytes(blob)
+        done = subprocess.run(
+            [sys.executable, "-m", "handler", "label", tmp], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    records = {Path(r["source"]["key"]).stem: r for r in map(json.loads, done.stdout.splitlines())}
+    return [records[f"{i:05d}"] for i in range(len(blobs))]
+
+
+def score(truths: list[str], reads: list[str]) -> dict[str, float]:
+    total = sum(len(t.replace("\n", "")) for t in truths)
+    subs = ins = dels = 0
+    for truth, read in zip(truths, reads, strict=True):
+        s, i, d = edits(truth, read)
+        subs, ins, dels = subs + s, ins + i, dels + d
+    count_right = [len(t.replace("\n", "")) == len(r.replace("\n", "")) for t, r in zip(truths, reads, strict=True)]
+    return {
+        "strings": len(truths),
+        "characters": total,
+        "cer": round((subs + ins + dels) / total, 4),
+        "insertions_deletions": round((ins + dels) / total, 4),
+        "exact": round(float(np.mean([t == r for t, r in zip(truths, reads, strict=True)])), 4),
+        "count_right": round(float(np.mean(count_right)), 4),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pages", type=int, default=400)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
+    args = parser.parse_args()
+    data = load_folder(Path(args.data))
+    held_out = stratified_split(data.labels, 0.15, 1234).val
+    rng = np.random.default_rng(2026)
+    pages, glyph_sets = [], []
+    for _ in range(args.pages):
+        length = int(rng.integers(1, 13))
+        chosen = rng.choice(held_out, length, replace=False)
+        lines = int(rng.integers(1, min(3, length) + 1))
+        labels = "".join(data.classes[data.labels[i]] for i in chosen)
+        pages.append(string_page([data.images[i] for i in chosen], labels, rng, lines=lines, touch=TOUCH))
+        glyph_sets.append(chosen)
+    truths = [page.text for page in pages]
+    records = through_cli([page.data for page in pages], ".jpg")
+    reads = [record.get("text", "") for record in records]
+    touching = [i for i, page in enumerate(pages) if page.touching]
+    apart = [i for i, page in enumerate(pages) if not page.touching]
+    overall = score(truths, reads)
+    results = {
+        "overall": overall,
+        "touching": score([truths[i] for i in touching], [reads[i] for i in touching]),
+        "not_touching": score([truths[i] for i in apart], [reads[i] for i in apart]),
+    }
+    singles = np.concatenate(glyph_sets)
+    single_blobs = [photo_like(data.images[i], rng) for i in singles]
+    single_records = through_cli(single_blobs, ".jpg")
+    single_truth = [data.classes[data.labels[i]] for i in singles]
+    single_error = float(np.mean([r.get("label") != t for r, t in zip(single_records, single_truth, strict=True)]))
+    results["single_character_error"] = round(single_error, 4)
+    results["cer_over_single_error"] = round(overall["cer"] / max(single_error, 1e-9), 3)
+
+    classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
+    string_items = [(local_source(f"{i}.jpg", p.data), p.data) for i, p in enumerate(pages[:200])]
+    single_items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(single_blobs[:400])]
+    label(single_items[:8], classifier, 40_000_000)  # warm the interpreter
+    started = time.perf_counter()
+    label(string_items, classifier, 40_000_000)
+    per_character = (time.perf_counter() - started) / sum(len(p.text.replace("\n", "")) for p in pages[:200])
+    started = time.perf_counter()
+    label(single_items, classifier, 40_000_000)
+    per_single = (time.perf_counter() - started) / len(single_items)
+    results["ms_per_character"] = round(per_character * 1000, 3)
+    results["ms_per_single_character_image"] = round(per_single * 1000, 3)
+    results["time_ratio"] = round(per_character / per_single, 3)
+
+    print(
+        f"{args.pages} pages of 1-12 held-out EMNIST glyphs in 1-3 lines, photo-like, read by python -m handler label"
+    )
+    for name in ("overall", "not_touching", "touching"):
+        r = results[name]
+        print(
+            f"  {name:13} {r['strings']:4} strings  CER {r['cer']:6.2%}  ins+del {r['insertions_deletions']:6.2%}"
+            f"  exact {r['exact']:6.2%}  count right {r['count_right']:6.2%}"
+        )
+    print(f"  single-character error on the same glyphs {single_error:6.2%}")
+    print(f"  CER / single error {results['cer_over_single_error']:.2f}   (target <= 1.3, aim 1.1)")
+    print(f"  insertions + deletions {overall['insertions_deletions']:.2%}   (target < 1%)")
+    print(f"  count right, not touching {results['not_touching']['count_right']:.2%}   (target >= 98%)")
+    print(
+        f"  {results['ms_per_character']:.2f} ms per character vs {results['ms_per_single_character_image']:.2f} ms"
+        f" per single-character image: {results['time_ratio']:.2f}x   (target <= 1.5x)"
+    )
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "strings.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

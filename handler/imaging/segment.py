@@ -1,0 +1,249 @@
+"""Ink mask -> lines -> candidate characters. Pure image code: it never calls the model.
+
+Connected components are grouped into lines (by vertical overlap) and, within a line, into blobs (parts of
+one character that overlap horizontally: a dot, a broken stroke). A blob much wider than the line is tall
+may hold touching characters: it is cut into atoms at the valleys of its ink profile. Every run of
+consecutive atoms that could be one character becomes a :class:`Piece`; which pieces are the characters is
+decided later from the classifier's probabilities (``handler.recognize``: segmentation by recognition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from handler.imaging import ops
+from handler.imaging.page import Ink
+
+MAX_COMPONENTS = 400  # a page of noise: only the largest components are considered
+MAJOR = 0.35  # components at least this share of the tallest one's height can found a line
+SAME_LINE = 0.4  # vertical overlap, as a share of the shorter component, that puts two in one line
+SAME_BLOB = 0.5  # horizontal overlap, as a share of the narrower, that makes two components one character
+WIDE = 1.15  # a blob wider than this many line heights may hold several characters
+MAX_PIECE = 1.7  # no candidate character is wider than this many line heights
+MIN_ATOM = 0.22  # nor is a cut piece narrower than this
+MAX_CUTS = 8  # per blob
+MERGE_GAP = 0.2  # blobs closer than this many line heights may still be one broken character
+WIDE_PIECE = 1.45  # characters are rarely wider than this many line heights (a wide W or M) ...
+WIDTH_SPREAD = 0.25  # ... and this fast the prior doubts wider ones (a Gaussian tail, in line heights)
+MIN_NEIGHBOURS = 3  # blobs in a line before their median width says how wide a character is
+TYPICAL_WIDTH = 0.75  # otherwise, this many line heights
+WIDE_NEIGHBOURS = 1.5  # a piece wider than this many typical widths is doubted (and a blob is cut)
+LOW_PIECE = 0.5  # nor lower than this share of their line: such a piece is a fragment (a broken stroke) ...
+LOW_COST = 4.0  # ... doubted up to this much
+CUT_COST = 0.5  # doubt per stroke cut through (half to each side of the cut)
+BRIDGE_COST = 0.3  # doubt for joining two blobs into one character ...
+GAP_COST = 10.0  # ... plus this much per line height of paper between them
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle in pixels: ``left``/``top`` inclusive, ``width``/``height`` its size."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+    def scaled(self, sx: float, sy: float) -> Box:
+        left, top = int(np.floor(self.left * sx)), int(np.floor(self.top * sy))
+        right, bottom = int(np.ceil((self.left + self.width) * sx)), int(np.ceil((self.top + self.height) * sy))
+        return Box(left, top, max(1, right - left), max(1, bottom - top))
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A candidate character: atoms ``first``..``last`` of its line, and how much the geometry doubts that it
+    is one character (log-odds: wider than characters are, cut through ink, bridging a gap between blobs)."""
+
+    first: int
+    last: int
+    box: Box
+    doubt: float
+
+
+@dataclass(frozen=True)
+class Line:
+    atoms: int
+    height: float
+    pieces: tuple[Piece, ...]  # glyphs for these are ``Segmentation.glyphs[offset : offset + len(pieces)]``
+    offset: int
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Candidates of a page, in the ink's pixel coordinates, and the image size they map back to."""
+
+    lines: tuple[Line, ...]
+    masks: tuple[tuple[Box, np.ndarray], ...]  # per piece: its box and its ink mask inside the box
+    shape: tuple[int, int]
+
+    @property
+    def single(self) -> bool:
+        """One line holding one blob that is not wide: exactly one character, nothing to decide."""
+        return len(self.lines) == 1 and self.lines[0].atoms == 1 and len(self.lines[0].pieces) == 1
+
+
+@dataclass
+class _Blob:
+    members: list[int]
+    left: int
+    right: int
+    top: int
+    bottom: int
+
+
+def _lines(found: ops.Components, order: np.ndarray) -> list[list[int]]:
+    """Components (indices) grouped into lines by vertical overlap; small ones join the nearest line."""
+    heights = found.bottom - found.top + 1
+    tallest = heights[order].max()
+    major = [i for i in order if heights[i] >= MAJOR * tallest]
+    lines: list[list[int]] = []
+    for i in sorted(major, key=lambda i: found.top[i] + found.bottom[i]):
+        for line in lines:
+            top = min(found.top[j] for j in line)
+            bottom = max(found.bottom[j] for j in line)
+            overlap = min(bottom, found.bottom[i]) - max(top, found.top[i]) + 1
+            if overlap >= SAME_LINE * min(heights[i], bottom - top + 1):
+                line.append(i)
+                break
+        else:
+            lines.append([i])
+    bands = [(min(found.top[j] for j in line), max(found.bottom[j] for j in line)) for line in lines]
+    for i in order:
+        if heights[i] >= MAJOR * tallest:
+            continue
+        centre = (found.top[i] + found.bottom[i]) / 2
+        distance = [
+            0.0 if top <= centre <= bottom else min(abs(centre - top), abs(centre - bottom)) for top, bottom in bands
+        ]
+        lines[int(np.argmin(distance))].append(i)
+    return sorted(lines, key=lambda line: min(found.top[j] for j in line))
+
+
+def _blobs(found: ops.Components, line: list[int]) -> list[_Blob]:
+    """A line's components merged into blobs where they overlap horizontally, left to right."""
+    blobs: list[_Blob] = []
+    by_area = sorted(line, key=lambda i: -found.area[i])
+    for i in by_area:
+        left, right = int(found.left[i]), int(found.right[i])
+        for blob in blobs:
+            overlap = min(right, blob.right) - max(left, blob.left) + 1
+            if overlap >= SAME_BLOB * min(right - left + 1, blob.right - blob.left + 1):
+                blob.members.append(i)
+                blob.left, blob.right = min(blob.left, left), max(blob.right, right)
+                blob.top, blob.bottom = min(blob.top, int(found.top[i])), max(blob.bottom, int(found.bottom[i]))
+                break
+        else:
+            blobs.append(_Blob([i], left, right, int(found.top[i]), int(found.bottom[i])))
+    return sorted(blobs, key=lambda blob: blob.left)
+
+
+def _cuts(mask: np.ndarray, height: float, most: int) -> tuple[list[int], list[float]]:
+    """Columns (relative to the blob) where touching characters are likely joined, the valleys of the ink
+    profile, and each cut's doubt: how many strokes' worth of ink it goes through (a faint bridge: little)."""
+    width = mask.shape[1]
+    column = mask.sum(axis=0, dtype=np.float32)
+    profile = np.convolve(column, np.ones(3, dtype=np.float32) / 3, mode="same")
+    margin = max(1, int(MIN_ATOM * height))
+    inner = np.arange(margin, width - margin)
+    if inner.size == 0:
+        return [], []
+    stroke = max(1.0, ops.relative_stroke_width(mask) * max(mask.shape))
+    valleys = [c for c in inner if profile[c] <= profile[c - 1] and profile[c] <= profile[c + 1]]
+    chosen: list[int] = []
+    for c in sorted(valleys, key=lambda c: profile[c]):
+        if all(abs(c - other) >= margin for other in chosen):
+            chosen.append(int(c))
+        if len(chosen) == most:
+            break
+    chosen.sort()
+    return chosen, [CUT_COST * float(np.clip(column[c] / stroke, 0.2, 3.0)) for c in chosen]
+
+
+def segment(ink: Ink) -> Segmentation:
+    """:class:`Ink` -> candidate characters in lines (see the module's docstring)."""
+    found = ops.components(ink.mask)
+    order = np.argsort(-found.area, kind="stable")[:MAX_COMPONENTS]
+    lines: list[Line] = []
+    masks: list[tuple[Box, np.ndarray]] = []
+    for members in _lines(found, order):
+        blobs = _blobs(found, members)
+        heights = [blob.bottom - blob.top + 1 for blob in blobs]
+        height = max(float(np.percentile(heights, 75)), 0.8 * max(heights))  # fragments do not lower it
+        widths = [blob.right - blob.left + 1 for blob in blobs]
+        # How wide one character is here: its neighbours say best (a touching pair is twice as wide as they
+        # are); a line of one or two blobs has only its height to go by.
+        typical = float(np.median(widths)) if len(blobs) >= MIN_NEIGHBOURS else TYPICAL_WIDTH * height
+        widest = (
+            min(WIDE_PIECE * height, WIDE_NEIGHBOURS * typical) if len(blobs) >= MIN_NEIGHBOURS else WIDE_PIECE * height
+        )
+        # Atoms: (left, right) column spans, each with its blob and the doubt of the cut at its left edge.
+        atoms: list[tuple[int, int, int]] = []
+        cut_at: list[float] = []
+        blob_masks = []
+        for number, blob in enumerate(blobs):
+            keep = np.zeros(len(found), dtype=bool)
+            keep[blob.members] = True
+            blob_mask = _crop_mask(found, keep, blob)
+            blob_masks.append(blob_mask)
+            edges, costs = [0], [0.0]
+            if (blob.right - blob.left + 1) > min(WIDE * height, WIDE_NEIGHBOURS * typical):
+                expected = round((blob.right - blob.left + 1) / typical)  # characters it may hold
+                cuts, cut_costs = _cuts(blob_mask, height, min(MAX_CUTS, max(1, 2 * expected - 1)))
+                edges += cuts
+                costs += cut_costs
+            edges.append(blob.right - blob.left + 1)
+            atoms += [(blob.left + a, blob.left + b - 1, number) for a, b in pairwise(edges)]
+            cut_at += costs
+        cut_at.append(0.0)
+        pieces = []
+        for first in range(len(atoms)):
+            bridges = 0.0
+            for last in range(first, len(atoms)):
+                left, right = atoms[first][0], atoms[last][1]
+                if last > first and (right - left + 1) > MAX_PIECE * height:
+                    break
+                if last > first and atoms[last][2] != atoms[last - 1][2]:
+                    gap = max(0, blobs[atoms[last][2]].left - blobs[atoms[last - 1][2]].right - 1) / height
+                    if gap > MERGE_GAP:
+                        break
+                    bridges += BRIDGE_COST + GAP_COST * gap
+                doubt = max(0.0, (right - left + 1 - widest) / height) ** 2 / (2 * WIDTH_SPREAD**2)
+                box, piece_mask = _piece_mask(blobs, blob_masks, atoms, first, last)
+                doubt += LOW_COST * max(0.0, LOW_PIECE - box.height / height) / LOW_PIECE
+                doubt += bridges + (cut_at[first] + cut_at[last + 1]) / 2
+                pieces.append(Piece(first, last, box, doubt))
+                masks.append((box, piece_mask))
+        lines.append(Line(len(atoms), height, tuple(pieces), len(masks) - len(pieces)))
+    return Segmentation(tuple(lines), tuple(masks), ink.mask.shape)
+
+
+def _crop_mask(found: ops.Components, keep: np.ndarray, blob: _Blob) -> np.ndarray:
+    """The blob's own pixels (not a neighbour's that reaches into its box), cropped to its box."""
+    selected = keep[found.of_run]
+    runs = found.runs
+    inside = ops.Runs(runs.row[selected] - blob.top, runs.start[selected] - blob.left, runs.stop[selected] - blob.left)
+    out = np.zeros((blob.bottom - blob.top + 1, blob.right - blob.left + 1), dtype=bool)
+    ops.paint_runs(out, inside)
+    return out
+
+
+def _piece_mask(
+    blobs: list[_Blob], blob_masks: list[np.ndarray], atoms: list[tuple[int, int, int]], first: int, last: int
+) -> tuple[Box, np.ndarray]:
+    """The ink of atoms ``first``..``last`` (parts of one or more blobs), tightly boxed."""
+    left, right = atoms[first][0], atoms[last][1]
+    top = min(blobs[atoms[a][2]].top for a in range(first, last + 1))
+    bottom = max(blobs[atoms[a][2]].bottom for a in range(first, last + 1))
+    out = np.zeros((bottom - top + 1, right - left + 1), dtype=bool)
+    for number in dict.fromkeys(atoms[a][2] for a in range(first, last + 1)):
+        blob, blob_mask = blobs[number], blob_masks[number]
+        lo, hi = max(left, blob.left), min(right, blob.right)
+        part = blob_mask[:, lo - blob.left : hi - blob.left + 1]
+        out[blob.top - top : blob.bottom - top + 1, lo - left : hi - left + 1] |= part
+    rows = np.flatnonzero(out.any(axis=1))
+    out = out[rows[0] : rows[-1] + 1]
+    return Box(left, top + int(rows[0]), right - left + 1, len(out)), out
