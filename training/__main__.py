@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(evaluate)
     export = sub.add_parser("export", help="write model.tflite and model.keras; fail if LiteRT disagrees with Keras")
     _add_common(export)
+    ensemble = sub.add_parser(
+        "ensemble", help="average several trained members (run folders or published versions) into one run"
+    )
+    ensemble.add_argument("--run", type=Path, required=True, help="run folder for the ensemble")
+    ensemble.add_argument("--members", type=Path, nargs="+", required=True)
     publish = sub.add_parser("publish", help="upload an exported run as a write-once model version")
     publish.add_argument("--run", type=Path, required=True)
     _add_publish(publish, required=True)

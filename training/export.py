@@ -75,8 +75,11 @@ def export_run(run_dir: Path, data: Emnist) -> ExportResult:
     images, labels, config = validation_set(run_dir, data)
     classes = data.classes
     trained = keras.models.load_model(run_dir / "best.keras")
-    inference = architectures.build(config.architecture, len(classes))  # never compiled: no optimizer state
-    inference.set_weights(trained.get_weights())
+    if config.architecture in architectures.ARCHITECTURES:
+        inference = architectures.build(config.architecture, len(classes))  # never compiled: no optimizer state
+        inference.set_weights(trained.get_weights())
+    else:  # an ensemble (training.ensemble): saved uncompiled already
+        inference = trained
     reference = inference.predict(images, batch_size=512, verbose=0).argmax(axis=1)
 
     out = run_dir / EXPORT_DIR

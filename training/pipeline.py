@@ -70,6 +70,12 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "publish":
         do_publish(args)
         return 0
+    if args.command == "ensemble":
+        from training.ensemble import build_ensemble
+
+        config = build_ensemble(args.members, args.run)
+        print(f"{config.architecture}: {config.parameters:,} parameters -> {args.run / 'best.keras'}")
+        return 0
     dataset = load_data(args)
     if args.command in ("train", "run"):
         do_train(args, dataset)

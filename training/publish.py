@@ -27,7 +27,8 @@ CARD_FILES = ("card.md", "curves.png", "confusion.png")
 def version_name(run_dir: Path) -> str:
     config = RunConfig.read(run_dir)
     digest = sha256_file(run_dir / EXPORT_DIR / RUNTIME_FILE)[:6]
-    return f"emnist-{config.architecture.replace('_', '-')}-{datetime.now(UTC):%Y%m%d}-{digest}"
+    name = "ensemble" if config.architecture.startswith("ensemble") else config.architecture.replace("_", "-")
+    return f"emnist-{name}-{datetime.now(UTC):%Y%m%d}-{digest}"
 
 
 def stage(run_dir: Path, folder: Path, version: str) -> None:
