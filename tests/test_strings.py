@@ -1,0 +1,120 @@
+"""Reading several characters in one image: real EMNIST glyphs (the fixtures' 28x28 PNGs) written side by
+side and in lines. Each character gets its own label, confidence and box in the input's pixels; a string
+never comes back as one confident character."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from handler.imaging import candidates, prepare
+from handler.pipeline import label, local_source
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "normaliser"
+GLYPHS = [np.asarray(Image.open(FIXTURES / f"emnist-{i:02d}.png").convert("L")) for i in range(6)]
+LIMIT = 40_000_000
+HEIGHT = 64
+
+
+def page(rows: list[list[int]], gap: int = 16, pad: int = 24) -> np.ndarray:
+    """Dark glyphs on light paper, ``rows`` of fixture indices, ``gap`` pixels between neighbours' ink."""
+    lines = []
+    for row in rows:
+        parts = []
+        for index in row:
+            big = np.asarray(Image.fromarray(GLYPHS[index]).resize((HEIGHT, HEIGHT), Image.Resampling.BICUBIC))
+            cols = np.flatnonzero(big.max(axis=0) > 25)
+            parts.append(big[:, cols[0] : cols[-1] + 1].astype(np.float32) / 255)
+        width = sum(p.shape[1] for p in parts) + gap * (len(parts) - 1)
+        line = np.zeros((HEIGHT, width), dtype=np.float32)
+        x = 0
+        for part in parts:
+            region = line[:, max(x, 0) : x + part.shape[1]]
+            np.maximum(region, part[:, -region.shape[1] :], out=region)
+            x += part.shape[1] + gap
+        lines.append(line)
+    width = max(line.shape[1] for line in lines)
+    ink = np.zeros((len(lines) * (HEIGHT + pad) + pad, width + 2 * pad), dtype=np.float32)
+    for number, line in enumerate(lines):
+        top = pad + number * (HEIGHT + pad)
+        ink[top : top + HEIGHT, pad : pad + line.shape[1]] = line
+    return np.clip((0.92 - 0.8 * ink) * 255, 0, 255).astype(np.uint8)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read(data: bytes, classifier) -> dict:
+    return label([(local_source("page.png", data), data)], classifier, LIMIT)[0]
+
+
+@pytest.fixture(scope="module")
+def alone(classifier) -> list[str]:
+    """What the model reads for each fixture glyph on its own."""
+    return [
+        classifier.classes[i]
+        for i in classifier.predict(np.stack([prepare(png(page([[i]])), LIMIT) for i in range(6)])).argmax(axis=1)
+    ]
+
+
+def test_glyphs_side_by_side_read_as_a_string_never_one_confident_label(classifier, alone) -> None:
+    record = read(png(page([[0, 1, 2]])), classifier)
+    assert record["text"] == "".join(alone[:3])
+    assert "label" not in record and "top" not in record
+    assert len(record["characters"]) == 3 and record["segmentation"]["lines"] == 1
+
+
+def test_each_character_has_its_box_in_order_inside_the_image(classifier) -> None:
+    pixels = page([[3, 4, 5]])
+    record = read(png(pixels), classifier)
+    boxes = [c["box"] for c in record["characters"]]
+    lefts = [b["left"] for b in boxes]
+    assert lefts == sorted(lefts)
+    for box in boxes:
+        assert box["left"] >= 0 and box["left"] + box["width"] <= pixels.shape[1]
+        assert box["top"] >= 0 and box["top"] + box["height"] <= pixels.shape[0]
+        assert 0.5 * HEIGHT <= max(box["width"], box["height"]) <= 1.1 * HEIGHT
+    for a, b in itertools.pairwise(boxes):
+        assert a["left"] + a["width"] <= b["left"]  # separate characters do not overlap
+
+
+def test_lines_are_read_top_to_bottom(classifier, alone) -> None:
+    record = read(png(page([[0, 1], [2, 3, 4]])), classifier)
+    assert record["text"] == f"{alone[0]}{alone[1]}\n{alone[2]}{alone[3]}{alone[4]}"
+    assert [c["line"] for c in record["characters"]] == [0, 0, 1, 1, 1]
+
+
+def test_a_single_character_keeps_the_schema_1_fields(classifier, alone) -> None:
+    record = read(png(page([[2]])), classifier)
+    assert record["label"] == alone[2] == record["text"]
+    assert record["top"][0]["label"] == alone[2] and len(record["characters"]) == 1
+    assert record["segmentation"] == {"confidence": 1.0, "lines": 1}
+
+
+def test_boxes_are_in_the_input_pixels_when_the_image_is_reduced_to_read_it() -> None:
+    pixels = page([[0, 1, 2]])
+    big = np.asarray(Image.fromarray(pixels).resize((pixels.shape[1] * 8, pixels.shape[0] * 8)))
+    small, large = candidates(png(pixels), LIMIT), candidates(png(big), 10**9)
+    assert large.scale[0] > 1  # the page was read reduced ...
+    piece_small = small.segmentation.lines[0].pieces[0]
+    piece_large = large.segmentation.lines[0].pieces[0]
+    box_small, box_large = small.box(0, piece_small), large.box(0, piece_large)
+    assert abs(box_large.left - 8 * box_small.left) <= 16 and abs(box_large.width - 8 * box_small.width) <= 24
+
+
+def test_touching_characters_are_split(classifier, alone) -> None:
+    record = read(png(page([[0, 3]], gap=-2)), classifier)
+    assert len(record["characters"]) == 2 and "label" not in record
+
+
+def test_a_blank_page_is_still_no_ink(classifier) -> None:
+    record = read(png(np.full((80, 200), 230, dtype=np.uint8)), classifier)
+    assert record["error"]["code"] == "NoInk"
