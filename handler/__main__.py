@@ -33,6 +33,17 @@ def write_line(record: dict[str, object]) -> None:
     sys.stdout.buffer.flush()
 
 
+def write_text(record: dict[str, object]) -> None:
+    """``<file>\t<text>`` (lines of a page joined by `` / ``), or ``<file>\t!<code>: <message>``."""
+    name = record["source"]["key"]  # type: ignore[index]
+    if "error" in record:
+        shown = f"!{record['error']['code']}: {record['error']['message']}"  # type: ignore[index]
+    else:
+        shown = str(record["text"]).replace("\n", " / ") + ("\t(review)" if record.get("review") else "")
+    sys.stdout.buffer.write(f"{name}\t{shown}\n".encode())
+    sys.stdout.buffer.flush()
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from handler import model
     from handler.config import Settings
@@ -73,7 +84,10 @@ def cmd_label(args: argparse.Namespace) -> int:
             data = path.read_bytes()
             items.append((local_source(name, data), data))
         for record in label(items, classifier, settings.max_pixels, settings.top_k, workers=workers, allow=allow):
-            write_line(record)  # type: ignore[arg-type]
+            if args.text:
+                write_text(record)  # type: ignore[arg-type]
+            else:
+                write_line(record)  # type: ignore[arg-type]
         bar.update(len(items))
     bar.close()
     workers.close()
@@ -117,13 +131,18 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    label = sub.add_parser("label", help="print one JSON record per image file in FOLDER (recursive)")
+    label = sub.add_parser(
+        "label", help="print one JSON record per image file in FOLDER (recursive); --text for just the text"
+    )
     label.add_argument("folder", type=Path)
     label.add_argument(
         "--allow",
         metavar="CHARS",
         help="answer only with these characters, taken literally (e.g. 0123456789 for a digit field); "
         "probabilities are renormalised over them and the record says so",
+    )
+    label.add_argument(
+        "--text", action="store_true", help="print <file> TAB <text> per image instead of the JSON records"
     )
     label.set_defaults(run=cmd_label)
     bulk = sub.add_parser("bulk", help="label every image under the input prefix of a bucket, resumably")

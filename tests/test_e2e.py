@@ -135,6 +135,18 @@ def test_label_cli_prints_one_record_per_file_and_exits_zero_with_bad_files(tmp_
     assert by_key["seven.png"]["label"] == by_key["nested/seven.jpg"]["label"]
 
 
+def test_label_cli_prints_the_text_of_string_samples(tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    for sample in (ROOT / "samples" / "strings").glob("*.jpg"):
+        (tmp_path / sample.name).write_bytes(sample.read_bytes())
+    done = run_cli("label", "--text", str(tmp_path), env={"AWS_ENDPOINT_URL": ""})
+    assert done.returncode == 0, done.stderr
+    shown = dict(line.split("\t")[:2] for line in done.stdout.splitlines())
+    assert shown[str(tmp_path / "bad.png")].startswith("!Unsupported")
+    assert shown[str(tmp_path / "A7.jpg")] == "A7"
+    assert len(shown[str(tmp_path / "AB12_CD34.jpg")].split(" / ")) == 2  # two lines
+
+
 def test_demo_runs_with_no_aws_account() -> None:
     env = {
         "AWS_ACCESS_KEY_ID": "",
