@@ -118,3 +118,23 @@ def test_touching_characters_are_split(classifier, alone) -> None:
 def test_a_blank_page_is_still_no_ink(classifier) -> None:
     record = read(png(np.full((80, 200), 230, dtype=np.uint8)), classifier)
     assert record["error"]["code"] == "NoInk"
+
+
+def test_segmenting_any_rendered_upload_gives_candidates_or_an_image_error() -> None:
+    """Overlapping blobs, cut blobs beside narrow ones, noise: the segmenter answers or says why not."""
+    from handler.imaging import ImageError
+    from training.render import RENDERERS, string_page
+
+    rng = np.random.default_rng(4)
+    uploads = [render(GLYPHS[i % 6], rng) for i in range(12) for render in RENDERERS.values()]
+    uploads += [
+        string_page([GLYPHS[j % 6] for j in range(n)], "x" * n, rng, lines=1 + n // 5, touch=0.6).data
+        for n in range(1, 11)
+    ]
+    uploads += [png((rng.random((90, 160)) * 255).astype(np.uint8)) for _ in range(5)]
+    for data in uploads:
+        try:
+            found = candidates(data, LIMIT)
+        except ImageError:
+            continue
+        assert len(found.glyphs) == sum(len(line.pieces) for line in found.segmentation.lines) >= 1

@@ -203,7 +203,7 @@ def segment(ink: Ink) -> Segmentation:
         for first in range(len(atoms)):
             bridges = 0.0
             for last in range(first, len(atoms)):
-                left, right = atoms[first][0], atoms[last][1]
+                left, right = _span(atoms, first, last)
                 if last > first and (right - left + 1) > MAX_PIECE * height:
                     break
                 if last > first and atoms[last][2] != atoms[last - 1][2]:
@@ -231,11 +231,16 @@ def _crop_mask(found: ops.Components, keep: np.ndarray, blob: _Blob) -> np.ndarr
     return out
 
 
+def _span(atoms: list[tuple[int, int, int]], first: int, last: int) -> tuple[int, int]:
+    """Leftmost and rightmost column of atoms ``first``..``last`` (blobs may overlap: not simply the ends)."""
+    return min(a[0] for a in atoms[first : last + 1]), max(a[1] for a in atoms[first : last + 1])
+
+
 def _piece_mask(
     blobs: list[_Blob], blob_masks: list[np.ndarray], atoms: list[tuple[int, int, int]], first: int, last: int
 ) -> tuple[Box, np.ndarray]:
     """The ink of atoms ``first``..``last`` (parts of one or more blobs), tightly boxed."""
-    left, right = atoms[first][0], atoms[last][1]
+    left, right = _span(atoms, first, last)
     top = min(blobs[atoms[a][2]].top for a in range(first, last + 1))
     bottom = max(blobs[atoms[a][2]].bottom for a in range(first, last + 1))
     out = np.zeros((bottom - top + 1, right - left + 1), dtype=bool)
