@@ -57,7 +57,8 @@ bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tab
 	$(PY) benchmarks/speed.py
 	$(PY) benchmarks/cost.py
 	$(PY) benchmarks/throughput.py
-	$(PY) benchmarks/photo_accuracy.py
+	$(PY) benchmarks/recognition.py
+	$(PY) benchmarks/strings.py
 	$(PY) benchmarks/allow_digits.py
 	$(PY) benchmarks/limits.py
 	$(PY) benchmarks/report.py

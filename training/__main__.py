@@ -44,6 +44,7 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", type=Path, help="fine-tune: start from this run folder's best weights")
     parser.add_argument("--learning-rate", type=float, help="override the recipe's peak learning rate")
     parser.add_argument("--no-augment", action="store_true", help="train without random affine distortions")
+    parser.add_argument("--label-smoothing", type=float, help="override the recipe's label smoothing")
 
 
 def _add_publish(parser: argparse.ArgumentParser, *, required: bool) -> None:

@@ -21,6 +21,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["learning_rate"] = args.learning_rate
     if args.no_augment:
         overrides["augment"] = False
+    if args.label_smoothing is not None:
+        overrides["label_smoothing"] = args.label_smoothing
     return overrides
 
 
