@@ -103,3 +103,13 @@ def test_a_speck_and_a_neighbours_fragment_are_dropped() -> None:
     ink = find_ink(decode(png(page), LIMIT))
     assert not ink.mask[95:, :20].any() and not ink.mask[:, 105:].any()
     assert ink.mask[30:90, 30:90].any()
+
+
+def test_a_subset_of_components_is_what_its_mask_holds() -> None:
+    mask = np.random.default_rng(3).random((40, 50)) < 0.35
+    found = ops.components(mask)
+    keep = found.area >= 3
+    subset = found.subset(keep)
+    again = ops.components(found.mask(keep, mask.shape))
+    assert sorted(subset.area.tolist()) == sorted(again.area.tolist())
+    assert np.array_equal(subset.mask(np.ones(len(subset), dtype=bool), mask.shape), found.mask(keep, mask.shape))

@@ -165,13 +165,18 @@ class Runs:
 
 
 def runs(mask: np.ndarray) -> Runs:
-    """Run-length encode a boolean mask row by row (vectorised: no Python loop over pixels)."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    """Run-length encode a boolean mask row by row (vectorised: one pass over the pixels, no Python loop).
+
+    Each row is padded with a blank pixel at both ends, so on the flattened mask the changes alternate:
+    a run's start, then its end."""
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), dtype=bool)
     padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, stops = np.nonzero(edges == -1)
-    return Runs(rows.astype(np.int32), starts.astype(np.int32), (stops - 1).astype(np.int32))
+    flat = padded.ravel()
+    changes = np.flatnonzero(flat[1:] != flat[:-1])
+    starts, stops = changes[0::2] + 1, changes[1::2]
+    row = (starts // (width + 2)).astype(np.int32)
+    return Runs(row, (starts - row * (width + 2) - 1).astype(np.int32), (stops - row * (width + 2) - 1).astype(np.int32))
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,21 @@ class Components:
 
     def __len__(self) -> int:
         return len(self.area)
+
+    def subset(self, keep: np.ndarray) -> Components:
+        """Only the components where ``keep`` is true, renumbered in order."""
+        selected = keep[self.of_run]
+        number = np.cumsum(keep) - 1
+        kept = Runs(self.runs.row[selected], self.runs.start[selected], self.runs.stop[selected])
+        return Components(
+            kept,
+            number[self.of_run[selected]],
+            self.top[keep],
+            self.bottom[keep],
+            self.left[keep],
+            self.right[keep],
+            self.area[keep],
+        )
 
     def mask(self, keep: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """The pixels of the components where ``keep`` (a boolean per component) is true."""

@@ -9,7 +9,7 @@ flattened (or came as 16-bit or float) continue in float32. Both give the same n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -42,6 +42,7 @@ class Ink:
     background: float
     peak: float
     level: float
+    parts: ops.Components | None = None  # the mask's connected components, when already found
 
     def crop(self, top: int, bottom: int, left: int, right: int) -> np.ndarray:
         """The ink in a box, as float32 0-1 with the paper at 0 and the peak at 1."""
@@ -138,6 +139,8 @@ def _rules(mask: np.ndarray) -> np.ndarray:
     margin = max(1, round(RULE_SPAN * width))
     edge_to_edge = (found.start <= margin) & (found.stop >= width - 1 - margin)
     lines = np.zeros_like(mask)
+    if not edge_to_edge.any():
+        return lines
     ops.paint_runs(lines, ops.Runs(found.row[edge_to_edge], found.start[edge_to_edge], found.stop[edge_to_edge]))
     return lines & mask
 
@@ -194,12 +197,13 @@ def clear_page(ink: Ink) -> Ink:
     on_edge = _touches_edge(found, ink.mask.shape)
     inside = found.area[~on_edge]
     if inside.size == 0 or inside.max() < FRAGMENT * found.area.max():
-        return ink  # the handwriting itself reaches the edges: a tight crop, leave it whole
+        return replace(ink, parts=found)  # the handwriting itself reaches the edges: a tight crop, leave it whole
     keep = (found.area >= SPECK * found.area.sum()) & (~on_edge | (found.area >= FRAGMENT * inside.max()))
     if keep.all():
-        return ink
+        return replace(ink, parts=found)
     cleaned = found.mask(keep, ink.mask.shape)
-    return Ink(_paper_where(ink, _grow(ink.mask & ~cleaned) & ~cleaned), cleaned, ink.background, ink.peak, ink.level)
+    values = _paper_where(ink, _grow(ink.mask & ~cleaned) & ~cleaned)
+    return Ink(values, cleaned, ink.background, ink.peak, ink.level, found.subset(keep))
 
 
 def _as_values(ink: Ink, level: float) -> float:

@@ -165,7 +165,7 @@ def _cuts(mask: np.ndarray, height: float, most: int) -> tuple[list[int], list[f
 
 def segment(ink: Ink) -> Segmentation:
     """:class:`Ink` -> candidate characters in lines (see the module's docstring)."""
-    found = ops.components(ink.mask)
+    found = ink.parts if ink.parts is not None else ops.components(ink.mask)
     order = np.argsort(-found.area, kind="stable")[:MAX_COMPONENTS]
     lines: list[Line] = []
     masks: list[tuple[Box, np.ndarray]] = []
