@@ -1,6 +1,7 @@
 """The per-image path against its floor: bytes -> label, in process, on photo-like JPEG uploads.
 
-Median of interleaved rounds over the same uploads: JPEG decode, the normaliser, LiteRT inference
+Median of interleaved rounds over the same uploads: JPEG decode, the normaliser (find the ink, clear the
+page, segment, one 28x28 glyph per candidate: ``imaging.page_candidates``), LiteRT inference
 (batch 64), and ``pipeline.label`` at batch 64 with one process and with every vCPU. The floor is
 decode + inference: what no normaliser can go below. Also: throughput with 2 processes vs 1.
 
@@ -54,8 +55,9 @@ def main() -> int:
     rng = np.random.default_rng(0)
     blobs = [photo_like(emnist.images[i], rng) for i in rng.choice(len(emnist), args.images, replace=False)]
     classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
-    grays = [imaging.decode(b, MAX_PIXELS) for b in blobs]
-    glyphs = np.stack([imaging.normalise(g) for g in grays])
+    decoded = [imaging.decode_sized(b, MAX_PIXELS) for b in blobs]
+    grays = [gray for gray, _ in decoded]
+    glyphs = np.concatenate([imaging.page_candidates(*d).glyphs for d in decoded])
     batches = [glyphs[i : i + 64] for i in range(0, len(glyphs), 64)]
     items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(blobs)]
     item_batches = [items[i : i + 64] for i in range(0, len(items), 64)]
@@ -64,7 +66,7 @@ def main() -> int:
     rounds: dict[str, list[float]] = {k: [] for k in ("decode", "normalise", "inference", "label_1", "label_2")}
     for _ in range(args.rounds):  # interleaved, so drift hits every step alike
         rounds["decode"].append(per_image_ms(lambda b: imaging.decode(b, MAX_PIXELS), blobs))
-        rounds["normalise"].append(per_image_ms(imaging.normalise, grays))
+        rounds["normalise"].append(per_image_ms(lambda d: imaging.page_candidates(*d), decoded))
         rounds["inference"].append(per_image_ms(classifier.predict, batches) / 64)
         rounds["label_1"].append(
             per_image_ms(lambda b: label(b, classifier, MAX_PIXELS, workers=one), item_batches) / 64

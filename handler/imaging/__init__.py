@@ -14,7 +14,18 @@ from handler.imaging.glyph import as_emnist, glyph_of, normalise, to_glyph
 from handler.imaging.page import find_ink
 from handler.imaging.segment import Box, Line, Piece, Segmentation, segment
 
-__all__ = ["MAX_WORK_SIDE", "Box", "Candidates", "ImageError", "candidates", "decode", "normalise", "prepare"]
+__all__ = [
+    "MAX_WORK_SIDE",
+    "Box",
+    "Candidates",
+    "ImageError",
+    "candidates",
+    "decode",
+    "decode_sized",
+    "normalise",
+    "page_candidates",
+    "prepare",
+]
 
 
 def prepare(data: bytes, max_pixels: int) -> np.ndarray:
@@ -43,12 +54,17 @@ def _whole(glyph: np.ndarray, shape: tuple[int, int]) -> Segmentation:
 
 def candidates(data: bytes, max_pixels: int) -> Candidates:
     """Bytes -> :class:`Candidates`. A page holding one character gives exactly the glyph :func:`prepare` gives."""
-    gray, (width, height) = decode_sized(data, max_pixels)
+    return page_candidates(*decode_sized(data, max_pixels))
+
+
+def page_candidates(gray: np.ndarray, size: tuple[int, int]) -> Candidates:
+    """Decoded grey pixels (and the input's upright size, which boxes are given in) -> :class:`Candidates`:
+    find the ink, segment it, one model input per candidate piece."""
+    width, height = size
     passed = as_emnist(gray)
     if passed is not None:
-        return Candidates(
-            passed[np.newaxis], _whole(passed, gray.shape), (width / gray.shape[1], height / gray.shape[0])
-        )
+        scale = (width / gray.shape[1], height / gray.shape[0])
+        return Candidates(passed[np.newaxis], _whole(passed, gray.shape), scale)
     ink = find_ink(gray)
     found = segment(ink)
     scale = (width / ink.mask.shape[1], height / ink.mask.shape[0])

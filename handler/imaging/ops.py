@@ -176,7 +176,9 @@ def runs(mask: np.ndarray) -> Runs:
     changes = np.flatnonzero(flat[1:] != flat[:-1])
     starts, stops = changes[0::2] + 1, changes[1::2]
     row = (starts // (width + 2)).astype(np.int32)
-    return Runs(row, (starts - row * (width + 2) - 1).astype(np.int32), (stops - row * (width + 2) - 1).astype(np.int32))
+    return Runs(
+        row, (starts - row * (width + 2) - 1).astype(np.int32), (stops - row * (width + 2) - 1).astype(np.int32)
+    )
 
 
 @dataclass(frozen=True)
