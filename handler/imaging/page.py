@@ -22,7 +22,7 @@ from handler.records import ErrorCode
 MIN_INK_PIXELS = 4
 UNEVEN_BORDER = 0.1  # brightness spread (border, then the lighting estimate) above which lighting is flattened
 BACKGROUND_SIDE = 64  # resolution of the background estimate
-OPENING = 17  # wider than a marker stroke in a tight frame (a quarter of the side), narrower than a shadow
+OPENING = 31  # wider than a marker stroke in a tight frame (a quarter of the side), narrower than a shadow
 SAMPLE_PIXELS = 16384  # statistics come from a subsample of about this many pixels
 RULE_MIN_SIDE = 32  # smaller inputs are tight crops (digit fields): nothing in them is a printed line
 RULE_SPAN = 0.01  # a printed line or border runs from edge to edge (the crop cut through it): within 1%
@@ -66,7 +66,7 @@ def find_ink(gray: np.ndarray) -> Ink:
     if gray.dtype == np.uint8:
         ink = _ink_u8(gray, frame)
     else:
-        ink = 1.0 - gray if np.median(ops.border(gray, frame)) > 0.5 else gray
+        ink = 1.0 - gray if np.median(_sample(gray)) > 0.5 else gray
         if min(height, width) >= 64:  # photos and scans: a 3x3 box blur turns noise and specks into faint haze
             ink = _ink_u8(np.round(ink * 255).astype(np.uint8), frame, polarity_known=True)
     if ink.dtype == np.uint8 and min(height, width) >= 64:
@@ -76,9 +76,16 @@ def find_ink(gray: np.ndarray) -> Ink:
     return clear_page(_threshold(ink))
 
 
+def _sample(values: np.ndarray) -> np.ndarray:
+    """About SAMPLE_PIXELS pixels spread over the page: enough for its median."""
+    step = max(1, int(np.sqrt(values.size / SAMPLE_PIXELS)))
+    return values[::step, ::step]
+
+
 def _ink_u8(gray: np.ndarray, frame: int, *, polarity_known: bool = False) -> np.ndarray:
-    """8-bit page -> 8-bit ink: inverted when the border (paper) is light, box-blurred when large."""
-    if not polarity_known and ops.median_u8(ops.histogram(ops.border(gray, frame))) > 0.5:
+    """8-bit page -> 8-bit ink: inverted when the paper (most of the page: its median) is light, box-blurred
+    when large. Not the border's median: a form cell's dark frame and box lines fill the border."""
+    if not polarity_known and ops.median_u8(ops.histogram(_sample(gray))) > 0.5:
         gray = 255 - gray
     if min(gray.shape) >= 64:
         gray = ops.box_blur3(gray)
