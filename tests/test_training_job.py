@@ -16,6 +16,7 @@ from training import architectures
 from training.data import EMNIST_BALANCED_CLASSES, Emnist
 
 pytestmark = pytest.mark.slow
+FIXTURE_GLYPHS = (Path(__file__).resolve().parent / "fixtures" / "normaliser").glob("emnist-0[0-5].png")
 
 
 def test_seed_architecture_is_exactly_the_reference() -> None:
@@ -131,3 +132,35 @@ def test_training_cli_help_explains_the_steps() -> None:
     text = build_parser().format_help()
     for word in ("train", "evaluate", "export", "publish", "run", "examples"):
         assert word in text
+
+
+def test_training_copies_are_uploads_read_back_by_the_service_code(tmp_path: Path) -> None:
+    """One normaliser: a training copy is exactly what handler.imaging makes of the rendered upload."""
+    from PIL import Image
+
+    from handler.imaging import prepare
+    from training.render import upload_like
+    from training.serving_view import MAX_PIXELS, cached_copies
+
+    glyphs = np.stack([np.asarray(Image.open(p).convert("L")) for p in sorted(FIXTURE_GLYPHS)])
+    copies, ok = cached_copies(tmp_path, "rendered-0", glyphs, seed=5)
+    rng = np.random.default_rng(5 * 100_003)  # the first chunk's seed
+    for glyph, copy, readable in zip(glyphs, copies, ok, strict=True):
+        expected = prepare(upload_like(glyph, rng), MAX_PIXELS)
+        assert readable and np.abs(copy.astype(np.float32) / 255 - expected).max() <= 1 / 255
+    again, _ = cached_copies(tmp_path, "rendered-0", glyphs, seed=5)  # cached: not rendered twice
+    assert np.array_equal(again, copies) and (tmp_path / "rendered-0.npz").exists()
+
+
+def test_an_ensemble_of_runs_is_one_model_that_exports(trained_run: Path, tiny_data: Emnist, tmp_path: Path) -> None:
+    from training.ensemble import build_ensemble
+    from training.evaluate import evaluate_run
+    from training.export import export_run
+
+    second = tmp_path / "second"
+    shutil.copytree(trained_run, second)
+    config = build_ensemble([trained_run, second], tmp_path / "ensemble")
+    assert config.architecture == "ensemble(seed+seed)"
+    evaluate_run(tmp_path / "ensemble", tiny_data)
+    result = export_run(tmp_path / "ensemble", tiny_data)
+    assert result.agreement >= 0.999
