@@ -113,3 +113,12 @@ def test_a_subset_of_components_is_what_its_mask_holds() -> None:
     again = ops.components(found.mask(keep, mask.shape))
     assert sorted(subset.area.tolist()) == sorted(again.area.tolist())
     assert np.array_equal(subset.mask(np.ones(len(subset), dtype=bool), mask.shape), found.mask(keep, mask.shape))
+
+
+@pytest.mark.parametrize("side", [8, 12, 16])
+def test_a_tiny_scan_that_fills_its_frame_is_scaled_up_not_cropped(side: int) -> None:
+    from training.render import tiny_like
+
+    glyph = prepare(tiny_like(GLYPHS[2], np.random.default_rng(side), side=side), LIMIT)
+    rows, cols = np.nonzero(glyph > 0.3)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 >= 18  # the glyph spans the 28x28 frame as EMNIST's do
