@@ -8,7 +8,8 @@ grey paper); 16x16 digit-field scans with and without ``--allow 0123456789``. Fo
 class-balanced accuracy, expected calibration error of the record's confidence, and the coverage and
 accuracy of labels not flagged for review. Targets are printed beside the figures.
 
-Run: .venv/bin/python benchmarks/recognition.py [--n 3000]. Writes benchmarks/results/recognition.json.
+Run: .venv/bin/python benchmarks/recognition.py [--n 3000] [--model models/<version> --out <name>].
+Writes benchmarks/results/recognition.json (or <name>.json).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,12 +45,13 @@ def png(glyph: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def through_cli(blobs: list[bytes], allow: str | None = None) -> list[dict]:
+def through_cli(blobs: list[bytes], allow: str | None = None, model_uri: str | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for position, blob in enumerate(blobs):
             (Path(tmp) / f"{position:05d}.img").write_bytes(blob)
         command = [sys.executable, "-m", "handler", "label", *(["--allow", allow] if allow else []), tmp]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+        env = {**os.environ, **({"MODEL_URI": model_uri} if model_uri else {})}
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
     records = {Path(r["source"]["key"]).stem: r for r in map(json.loads, done.stdout.splitlines())}
     return [records[f"{i:05d}"] for i in range(len(blobs))]
 
@@ -85,8 +88,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=3000, help="held-out glyphs per kind (stratified sample)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
+    parser.add_argument("--model", help="a model version folder (default: the bundled one)")
+    parser.add_argument("--out", default="recognition", help="results/<out>.json")
     args = parser.parse_args()
-    classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
+    uri = str(Path(args.model).resolve()) if args.model else None
+    classifier = model.load(uri or bundled_model_uri(), Path("/tmp/models"))
     split = classifier.manifest.training["split"]
     data = load_folder(Path(args.data))
     held_out = stratified_split(data.labels, split["val_fraction"], split["seed"]).val
@@ -121,7 +127,7 @@ def main() -> int:
         f"  {'model on the 28x28 arrays':26} accuracy {own['accuracy']:7.2%}  balanced {own['balanced_accuracy']:7.2%}"
     )
     for name, blobs in kinds.items():
-        scores = summarise(through_cli(blobs), truth)
+        scores = summarise(through_cli(blobs, model_uri=uri), truth)
         results["kinds"][name] = scores  # type: ignore[index]
         gap = (own["accuracy"] - scores["accuracy"]) * 100
         print(
@@ -136,8 +142,8 @@ def main() -> int:
     results["digits_16x16"] = {
         "images": len(digits),
         "model_on_arrays_allow": round(own_digits, 4),
-        "any": summarise(through_cli(tiny), digit_truth),
-        "allow_digits": summarise(through_cli(tiny, DIGITS), digit_truth),
+        "any": summarise(through_cli(tiny, model_uri=uri), digit_truth),
+        "allow_digits": summarise(through_cli(tiny, DIGITS, uri), digit_truth),
     }
     any_, allow_ = results["digits_16x16"]["any"], results["digits_16x16"]["allow_digits"]  # type: ignore[index]
     print(
@@ -154,7 +160,7 @@ def main() -> int:
     print(f"  ECE <= 1.5%: {clean['ece']:.2%} (28x28), {photo['ece']:.2%} (photo)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    (out / "recognition.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -129,6 +129,31 @@ def recognition_table() -> str:
     return "\n".join(lines)
 
 
+def models_table() -> str:
+    """The bundled model beside the previous one, both read through the service on the same held-out files."""
+    new = json.loads((RESULTS / "recognition.json").read_text())
+    old = json.loads((RESULTS / "recognition-previous.json").read_text())
+    lines = [
+        f"Class-balanced accuracy on {new['images']:,} held-out glyphs per kind (the same files for both), read by "
+        "`python -m handler label` (`benchmarks/recognition.py`, `--model` for the previous version):",
+        "",
+        f"| input | previous `{old['model']}` | bundled `{new['model']}` |",
+        "| --- | --- | --- |",
+        f"| model on the 28x28 arrays | {old['model_on_arrays']['balanced_accuracy']:.2%} "
+        f"| {new['model_on_arrays']['balanced_accuracy']:.2%} |",
+    ]
+    for name in new["kinds"]:
+        lines.append(
+            f"| {name} | {old['kinds'][name]['balanced_accuracy']:.2%} | {new['kinds'][name]['balanced_accuracy']:.2%} |"
+        )
+    for key, label in (("any", "any class"), ("allow_digits", "`--allow 0123456789`")):
+        lines.append(
+            f"| 16x16 digit scans, {label} (accuracy) | {old['digits_16x16'][key]['accuracy']:.2%} "
+            f"| {new['digits_16x16'][key]['accuracy']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
 def strings_table() -> str:
     result = json.loads((RESULTS / "strings.json").read_text())
     lines = [
@@ -185,6 +210,7 @@ def main() -> int:
     text = replace(text, "calibration", calibration_section())
     text = replace(text, "recognition", recognition_table())
     text = replace(text, "strings", strings_table())
+    text = replace(text, "models", models_table())
     readme.write_text(text)
     print("README tables regenerated from benchmarks/results/")
     return 0

@@ -37,3 +37,17 @@ def test_the_review_threshold_keeps_accepted_labels_at_the_asked_precision() -> 
     accepted = confidence >= threshold
     assert correct[accepted].mean() >= 0.95 and 0 < accepted.mean() < 1
     assert review_threshold(confidence, np.zeros_like(correct), precision=0.95) == 1.0  # nothing can be trusted
+
+
+def test_calibration_reads_uploads_as_the_service_does(classifier) -> None:
+    """The probabilities fitted on are the model's on the service's own reading of each upload."""
+    from pathlib import Path
+
+    from handler.imaging import prepare
+    from training.calibrate import _probabilities
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "normaliser"
+    blobs = [p.read_bytes() for p in sorted(fixtures.glob("photo-0*.jpg"))]
+    measured = _probabilities(classifier, blobs)
+    expected = classifier.predict(np.stack([prepare(b, 40_000_000) for b in blobs]))
+    np.testing.assert_allclose(measured, expected, atol=1e-6)

@@ -18,6 +18,7 @@ import itertools
 import json
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from handler import imaging
 from handler import model as artifact
 from handler.config import DEFAULT_POINTER
 from handler.model import MANIFEST_NAME, Manifest, build_manifest, calibrate
-from handler.workers import Workers
 from training.data import load, stratified_split
 from training.render import photo_like
 
@@ -75,11 +76,18 @@ def review_threshold(confidence: np.ndarray, correct: np.ndarray, precision: flo
     return float(confidence[order][ok[-1]]) if len(ok) else 1.0
 
 
+def _glyph(blob: bytes) -> np.ndarray:
+    """The character's model input as the service makes it for a one-character upload (a blank one for the
+    rare image it cannot read, so rows stay aligned with the truth)."""
+    try:
+        return imaging.prepare(blob, 40_000_000)
+    except imaging.ImageError:
+        return np.zeros((28, 28), np.float32)
+
+
 def _probabilities(classifier: artifact.Classifier, blobs: list[bytes]) -> np.ndarray:
-    workers = Workers(1)
-    glyphs = workers.prepare(blobs, 40_000_000)
-    workers.close()
-    stacked = np.stack([g if isinstance(g, np.ndarray) else np.zeros((28, 28), np.float32) for g in glyphs])
+    with ProcessPoolExecutor() as pool:
+        stacked = np.stack(list(pool.map(_glyph, blobs, chunksize=64)))
     return np.concatenate([classifier.predict(stacked[i : i + 256]) for i in range(0, len(stacked), 256)])
 
 
