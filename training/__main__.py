@@ -45,6 +45,11 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, help="override the recipe's peak learning rate")
     parser.add_argument("--no-augment", action="store_true", help="train without random affine distortions")
     parser.add_argument("--label-smoothing", type=float, help="override the recipe's label smoothing")
+    parser.add_argument(
+        "--rendered-copies",
+        type=int,
+        help="per training image, copies rendered as uploads and read back by handler.imaging (cached in the run)",
+    )
 
 
 def _add_publish(parser: argparse.ArgumentParser, *, required: bool) -> None:

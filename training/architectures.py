@@ -62,28 +62,7 @@ def bn_cnn(n_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="bn_cnn")
 
 
-def wide_cnn(n_classes: int) -> keras.Model:
-    """:func:`bn_cnn` with half as many filters again and a wider head: a different member for an ensemble."""
-    inputs = keras.Input(INPUT_SHAPE)
-    x = _conv_bn(inputs, 48, 5)
-    x = layers.MaxPooling2D(2)(x)
-    x = _conv_bn(x, 96)
-    x = _conv_bn(x, 96)
-    x = layers.MaxPooling2D(2)(x)
-    x = _conv_bn(x, 192)
-    x = _conv_bn(x, 192)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.35)(x)
-    x = layers.Dense(384, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.Dropout(0.35)(x)
-    outputs = layers.Dense(n_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="wide_cnn")
-
-
-ARCHITECTURES: dict[str, Callable[[int], keras.Model]] = {"seed": seed, "bn_cnn": bn_cnn, "wide_cnn": wide_cnn}
+ARCHITECTURES: dict[str, Callable[[int], keras.Model]] = {"seed": seed, "bn_cnn": bn_cnn}
 DEFAULT_ARCHITECTURE = "bn_cnn"
 
 

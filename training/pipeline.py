@@ -23,6 +23,8 @@ def recipe_overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["augment"] = False
     if args.label_smoothing is not None:
         overrides["label_smoothing"] = args.label_smoothing
+    if args.rendered_copies is not None:
+        overrides["rendered_copies"] = args.rendered_copies
     return overrides
 
 

@@ -39,21 +39,17 @@ class Recipe:
     label_smoothing: float = 0.0
 
 
-SERVED = Recipe(
-    epochs=8,
-    learning_rate=2e-3,
-    cosine_schedule=True,
-    augment=True,
-    balance_classes=True,
-    patience=8,
-    monitor="val_balanced_accuracy",
-    rendered_copies=1,
-    label_smoothing=0.1,
-)
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(epochs=20),
-    "wide_cnn": replace(SERVED, epochs=10),
-    "bn_cnn": SERVED,
+    "bn_cnn": Recipe(
+        epochs=30,
+        learning_rate=2e-3,
+        cosine_schedule=True,
+        augment=True,
+        balance_classes=True,
+        patience=8,
+        monitor="val_balanced_accuracy",
+    ),
 }
 
 
