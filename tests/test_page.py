@@ -58,6 +58,15 @@ def test_components_match_a_flood_fill(seed: int) -> None:
     assert np.array_equal(found.mask(np.ones(len(found), dtype=bool), mask.shape), mask)
 
 
+def test_both_labelling_strategies_agree(monkeypatch) -> None:
+    """Small pages use a plain union-find, large noisy ones vectorised label propagation: same components."""
+    mask = np.random.default_rng(9).random((120, 90)) < 0.4
+    small = ops.components(mask)
+    monkeypatch.setattr(ops, "PYTHON_UNION_FIND", 0)
+    large = ops.components(mask)
+    assert np.array_equal(small.of_run, large.of_run) and np.array_equal(small.area, large.area)
+
+
 @pytest.mark.parametrize("index", range(len(GLYPHS)))
 def test_a_letter_in_a_printed_form_box_reads_as_the_bare_letter(index: int, classifier) -> None:
     rng = np.random.default_rng(index)

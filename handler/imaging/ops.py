@@ -228,9 +228,60 @@ def paint_runs(out: np.ndarray, selected: Runs) -> None:
     out |= np.cumsum(delta, axis=1)[:, :width] > 0
 
 
+PYTHON_UNION_FIND = 4000  # runs; beyond this (a page of noise) the vectorised label propagation is faster
+
+
+def _union_find(n: int, first: list[int], last: list[int]) -> np.ndarray:
+    """Union-find over runs: run i touches runs first[i]..last[i]-1 of the next row. Roots are the smallest
+    run index of their component. A plain loop: on a page of a few hundred runs it beats numpy's passes."""
+    parent = list(range(n))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i in range(n):
+        for j in range(first[i], last[i]):
+            a, b = root(i), root(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return np.array([root(i) for i in range(n)], dtype=np.int64)
+
+
+def _propagate_labels(n: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """The same roots by vectorised label propagation: each run takes the smallest label among itself and
+    its neighbours, then labels follow labels (pointer jumping), until nothing changes."""
+    count = np.maximum(last - first, 0)
+    left_ids = np.repeat(np.arange(n), count)
+    offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    right_ids = np.repeat(first, count) + offsets
+    parent = np.arange(n)
+    if len(left_ids) == 0:
+        return parent
+    source = np.concatenate([left_ids, right_ids])
+    target = np.concatenate([right_ids, left_ids])
+    order = np.argsort(source, kind="stable")
+    source, target = source[order], target[order]
+    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+    nodes = source[starts]
+    while True:
+        updated = parent.copy()
+        updated[nodes] = np.minimum(parent[nodes], np.minimum.reduceat(parent[target], starts))
+        while True:
+            jumped = updated[updated]
+            if np.array_equal(jumped, updated):
+                break
+            updated = jumped
+        if np.array_equal(updated, parent):
+            return parent
+        parent = updated
+
+
 def components(mask: np.ndarray) -> Components:
-    """Connected components by union of overlapping runs in adjacent rows (8-connectivity), merged by
-    pointer jumping: a handful of vectorised passes instead of a flood fill per pixel."""
+    """Connected components by union of overlapping runs in adjacent rows (8-connectivity): work per run,
+    not per pixel."""
     found = runs(mask)
     n = len(found.row)
     if n == 0:
@@ -243,29 +294,16 @@ def components(mask: np.ndarray) -> Components:
     next_row = found.row.astype(np.int64) + 1
     first = np.searchsorted(key_stop, next_row * width + found.start - 1, side="left")
     last = np.searchsorted(key_start, next_row * width + found.stop + 1, side="right")
-    count = np.maximum(last - first, 0)
-    left_ids = np.repeat(np.arange(n), count)
-    offsets = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-    right_ids = np.repeat(first, count) + offsets
-    parent = np.arange(n)
-    while True:
-        low = np.minimum(parent[left_ids], parent[right_ids])
-        before = parent.copy()
-        np.minimum.at(parent, left_ids, low)
-        np.minimum.at(parent, right_ids, low)
-        parent = parent[parent]
-        parent = parent[parent]
-        if np.array_equal(parent, before):
-            break
-    roots, of_run = np.unique(parent, return_inverse=True)
-    k = len(roots)
-    top = np.full(k, np.iinfo(np.int32).max, dtype=np.int32)
-    left = top.copy()
-    bottom = np.zeros(k, dtype=np.int32)
-    right = bottom.copy()
-    np.minimum.at(top, of_run, found.row)
-    np.maximum.at(bottom, of_run, found.row)
-    np.minimum.at(left, of_run, found.start)
-    np.maximum.at(right, of_run, found.stop)
-    area = np.bincount(of_run, weights=found.length, minlength=k).astype(np.int64)
+    if n <= PYTHON_UNION_FIND:
+        parent = _union_find(n, first.tolist(), last.tolist())
+    else:
+        parent = _propagate_labels(n, first, last)
+    of_run = np.unique(parent, return_inverse=True)[1]
+    order = np.argsort(of_run, kind="stable")
+    starts = np.flatnonzero(np.r_[True, of_run[order][1:] != of_run[order][:-1]])
+    top = np.minimum.reduceat(found.row[order], starts)
+    bottom = np.maximum.reduceat(found.row[order], starts)
+    left = np.minimum.reduceat(found.start[order], starts)
+    right = np.maximum.reduceat(found.stop[order], starts)
+    area = np.add.reduceat(found.length[order].astype(np.int64), starts)
     return Components(found, of_run, top, bottom, left, right, area)

@@ -21,10 +21,11 @@ from handler.records import ErrorCode
 
 MIN_INK_PIXELS = 4
 UNEVEN_BORDER = 0.1  # brightness spread (border, then the lighting estimate) above which lighting is flattened
-BACKGROUND_SIDE = 64  # resolution of the background estimate
-OPENING = 31  # wider than a marker stroke in a tight frame (a quarter of the side), narrower than a shadow
+BACKGROUND_SIDE = 32  # resolution of the background estimate
+OPENING = 15  # half the page: wider than any stroke, line or border, narrower than a shadow
 SAMPLE_PIXELS = 16384  # statistics come from a subsample of about this many pixels
 RULE_MIN_SIDE = 32  # smaller inputs are tight crops (digit fields): nothing in them is a printed line
+LINE_FILL = 0.6  # a page has no printed line unless some row or column is at least this full of ink (tilt)
 RULE_SPAN = 0.01  # a printed line or border runs from edge to edge (the crop cut through it): within 1%
 PRINTED_EDGE = 0.2  # an empty form box: every line within the outer fifth of the page ...
 PRINTED_THICKNESS = 0.15  # ... and all of them together thinner than this share of the side
@@ -191,7 +192,14 @@ def clear_page(ink: Ink) -> Ink:
     if min(ink.mask.shape) < RULE_MIN_SIDE:
         return ink
     faint = ink.values > _as_values(ink, (ink.background + ink.level) / 2)
-    across, down = _rules(faint), _rules(faint.T).T
+    height, width = faint.shape
+    as_bytes = faint.view(np.uint8)  # a line crosses the page: some row or column is nearly all ink
+    if as_bytes.sum(axis=1, dtype=np.int32).max() < LINE_FILL * width and (
+        as_bytes.sum(axis=0, dtype=np.int32).max() < LINE_FILL * height
+    ):
+        across = down = np.zeros_like(faint)
+    else:
+        across, down = _rules(faint), _rules(faint.T).T
     rules = across | down
     if rules.any():
         rest = ops.components(ink.mask & ~_grow(rules))

@@ -20,8 +20,10 @@ from handler.imaging.page import Ink
 MAX_COMPONENTS = 400  # a page of noise: only the largest components are considered
 MAJOR = 0.35  # components at least this share of the tallest one's height can found a line
 SAME_LINE = 0.4  # vertical overlap, as a share of the shorter component, that puts two in one line
+STACK_GAP = 0.2  # paper between the stacked parts of one character, in its heights (lines are further apart)
 SAME_BLOB = 0.5  # horizontal overlap, as a share of the narrower, that makes two components one character
-WIDE = 1.15  # a blob wider than this many line heights may hold several characters
+WIDE = 1.15  # a blob wider than this many line heights may hold several characters ...
+WIDE_ALONE = 1.6  # ... or this many, when nothing else is on its line (a W or M is often 1.2-1.5)
 MAX_PIECE = 1.7  # no candidate character is wider than this many line heights
 MIN_ATOM = 0.22  # nor is a cut piece narrower than this
 MAX_CUTS = 8  # per blob
@@ -33,7 +35,8 @@ TYPICAL_WIDTH = 0.75  # otherwise, this many line heights
 WIDE_NEIGHBOURS = 1.5  # a piece wider than this many typical widths is doubted (and a blob is cut)
 LOW_PIECE = 0.5  # nor lower than this share of their line: such a piece is a fragment (a broken stroke) ...
 LOW_COST = 4.0  # ... doubted up to this much
-CUT_COST = 0.5  # doubt per stroke cut through (half to each side of the cut)
+CUT_COST = 0.5  # doubt per stroke cut through (half to each side of the cut) ...
+ALONE_CUT = 3.0  # ... times this for a blob alone on its line
 BRIDGE_COST = 0.3  # doubt for joining two blobs into one character ...
 GAP_COST = 10.0  # ... plus this much per line height of paper between them
 
@@ -106,7 +109,7 @@ def _lines(found: ops.Components, order: np.ndarray) -> list[list[int]]:
             top = min(found.top[j] for j in line)
             bottom = max(found.bottom[j] for j in line)
             overlap = min(bottom, found.bottom[i]) - max(top, found.top[i]) + 1
-            if overlap >= SAME_LINE * min(heights[i], bottom - top + 1):
+            if overlap >= SAME_LINE * min(heights[i], bottom - top + 1) or any(_stacked(found, i, j) for j in line):
                 line.append(i)
                 break
         else:
@@ -121,6 +124,16 @@ def _lines(found: ops.Components, order: np.ndarray) -> list[list[int]]:
         ]
         lines[int(np.argmin(distance))].append(i)
     return sorted(lines, key=lambda line: min(found.top[j] for j in line))
+
+
+def _stacked(found: ops.Components, i: int, j: int) -> bool:
+    """Two parts of one broken character, one above the other: they overlap horizontally and the paper
+    between them is thinner than a line gap."""
+    overlap = min(found.right[i], found.right[j]) - max(found.left[i], found.left[j]) + 1
+    narrower = min(found.right[i] - found.left[i], found.right[j] - found.left[j]) + 1
+    gap = max(found.top[i], found.top[j]) - min(found.bottom[i], found.bottom[j]) - 1
+    taller = max(found.bottom[i] - found.top[i], found.bottom[j] - found.top[j]) + 1
+    return overlap >= SAME_BLOB * narrower and gap <= STACK_GAP * taller
 
 
 def _blobs(found: ops.Components, line: list[int]) -> list[_Blob]:
@@ -166,6 +179,12 @@ def _cuts(mask: np.ndarray, height: float, most: int) -> tuple[list[int], list[f
 def segment(ink: Ink) -> Segmentation:
     """:class:`Ink` -> candidate characters in lines (see the module's docstring)."""
     found = ink.parts if ink.parts is not None else ops.components(ink.mask)
+    if len(found) == 1:  # one stroke: one character, unless it is as wide as a pair
+        top, bottom, left, right = (int(v[0]) for v in (found.top, found.bottom, found.left, found.right))
+        if right - left + 1 <= WIDE_ALONE * (bottom - top + 1):
+            box = Box(left, top, right - left + 1, bottom - top + 1)
+            line = Line(1, float(box.height), (Piece(0, 0, box, 0.0),), 0)
+            return Segmentation((line,), ((box, ink.mask[top : bottom + 1, left : right + 1]),), ink.mask.shape)
     order = np.argsort(-found.area, kind="stable")[:MAX_COMPONENTS]
     lines: list[Line] = []
     masks: list[tuple[Box, np.ndarray]] = []
@@ -190,9 +209,12 @@ def segment(ink: Ink) -> Segmentation:
             blob_mask = _crop_mask(found, keep, blob)
             blob_masks.append(blob_mask)
             edges, costs = [0], [0.0]
-            if (blob.right - blob.left + 1) > min(WIDE * height, WIDE_NEIGHBOURS * typical):
+            wide = WIDE_ALONE * height if len(blobs) == 1 else min(WIDE * height, WIDE_NEIGHBOURS * typical)
+            if (blob.right - blob.left + 1) > wide:
                 expected = round((blob.right - blob.left + 1) / typical)  # characters it may hold
                 cuts, cut_costs = _cuts(blob_mask, height, min(MAX_CUTS, max(1, 2 * expected - 1)))
+                if len(blobs) == 1:  # nothing else on its line: far more often one wide character than a pair
+                    cut_costs = [cost * ALONE_CUT for cost in cut_costs]
                 edges += cuts
                 costs += cut_costs
             edges.append(blob.right - blob.left + 1)
