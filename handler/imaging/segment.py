@@ -195,7 +195,9 @@ def segment(ink: Ink) -> Segmentation:
         widths = [blob.right - blob.left + 1 for blob in blobs]
         # How wide one character is here: its neighbours say best (a touching pair is twice as wide as they
         # are); a line of one or two blobs has only its height to go by.
-        typical = float(np.median(widths)) if len(blobs) >= MIN_NEIGHBOURS else TYPICAL_WIDTH * height
+        typical = TYPICAL_WIDTH * height
+        if len(blobs) >= MIN_NEIGHBOURS:  # narrower neighbours say more; wider ones may be touching pairs
+            typical = min(typical, float(np.median(widths)))
         widest = (
             min(WIDE_PIECE * height, WIDE_NEIGHBOURS * typical) if len(blobs) >= MIN_NEIGHBOURS else WIDE_PIECE * height
         )
