@@ -216,6 +216,15 @@ def write_card(run_dir: Path) -> Path:
         f" `{recipe.monitor}`, best checkpoint kept",
         f"- class imbalance: {'inverse-frequency sample weights' if recipe.balance_classes else 'none (reference recipe)'}",
         f"- augmentation: {'random affine (rotation ±10°, scale 0.9-1.1, shear ±0.15, shift ±2 px)' if recipe.augment else 'none'}",
+        *(
+            [
+                f"- uploads: {recipe.rendered_copies} rendered copy per training image (photo, scan, transparent PNG,"
+                " digit-field scan, form cell: `training/render.py`) read back by the service's own `handler.imaging`"
+            ]
+            if recipe.rendered_copies
+            else []
+        ),
+        *([f"- label smoothing {recipe.label_smoothing}"] if recipe.label_smoothing else []),
         *([_base_run_line(Path(config.init_from))] if config.init_from else []),
         f"- seed {config.seed}, code commit `{config.commit}`",
         "",
@@ -238,11 +247,11 @@ def write_card(run_dir: Path) -> Path:
     lines += [
         "## Intended use and limits",
         "",
-        "- One isolated character per image. Words, several characters, or non-Latin scripts get a",
-        "  confident-looking but meaningless label; check `confidence` before trusting a record.",
+        "- One character per 28x28 input. The service segments pages into candidate characters and keeps the",
+        "  best split by these probabilities; non-Latin scripts still get meaningless labels: check `review`.",
         "- Trained on NIST writers (US census staff and students); other handwriting styles may score lower.",
-        "- The service normalises uploads (polarity, crop, centring, size) to match this input; very",
-        "  cluttered photos or heavy shadows can defeat that normalisation.",
+        "- The service normalises uploads (polarity, printed lines, crop, centring, size) to match this input;",
+        "  very cluttered photos or heavy shadows can defeat that normalisation.",
         "",
     ]
     path = run_dir / "card.md"
