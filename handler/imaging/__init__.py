@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Candidates:
 
 def _whole(glyph: np.ndarray, shape: tuple[int, int]) -> Segmentation:
     piece = Piece(0, 0, Box(0, 0, shape[1], shape[0]), 0.0)
-    return Segmentation((Line(1, float(shape[0]), (piece,), 0),), ((piece.box, np.ones(shape, dtype=bool)),), shape)
+    return Segmentation((Line(1, float(shape[0]), (piece,), 0),), (), shape)
 
 
 def candidates(data: bytes, max_pixels: int) -> Candidates:
@@ -69,6 +69,7 @@ def page_candidates(gray: np.ndarray, size: tuple[int, int]) -> Candidates:
     found = segment(ink)
     scale = (width / ink.mask.shape[1], height / ink.mask.shape[0])
     if found.single:
-        return Candidates(to_glyph(ink)[np.newaxis], found, scale)
-    glyphs = np.stack([glyph_of(ink, box, mask) for box, mask in found.masks])
-    return Candidates(glyphs, found, scale)
+        glyphs = to_glyph(ink)[np.newaxis]
+    else:
+        glyphs = np.stack([glyph_of(ink, box, mask) for box, mask in found.masks])
+    return Candidates(glyphs, replace(found, masks=()), scale)  # the masks are spent: lighter to send home

@@ -80,7 +80,7 @@ class Segmentation:
     """Candidates of a page, in the ink's pixel coordinates, and the image size they map back to."""
 
     lines: tuple[Line, ...]
-    masks: tuple[tuple[Box, np.ndarray], ...]  # per piece: its box and its ink mask inside the box
+    masks: tuple[tuple[Box, np.ndarray], ...]  # per piece: its box and ink mask (dropped once glyphs are made)
     shape: tuple[int, int]
 
     @property
