@@ -47,7 +47,8 @@ class Candidates:
         return piece.box.scaled(*self.scale)
 
 
-def _whole(glyph: np.ndarray, shape: tuple[int, int]) -> Segmentation:
+def _whole(shape: tuple[int, int]) -> Segmentation:
+    """An EMNIST-format input: one character filling the frame."""
     piece = Piece(0, 0, Box(0, 0, shape[1], shape[0]), 0.0)
     return Segmentation((Line(1, float(shape[0]), (piece,), 0),), (), shape)
 
@@ -64,7 +65,7 @@ def page_candidates(gray: np.ndarray, size: tuple[int, int]) -> Candidates:
     passed = as_emnist(gray)
     if passed is not None:
         scale = (width / gray.shape[1], height / gray.shape[0])
-        return Candidates(passed[np.newaxis], _whole(passed, gray.shape), scale)
+        return Candidates(passed[np.newaxis], _whole(gray.shape), scale)
     ink = find_ink(gray)
     found = segment(ink)
     scale = (width / ink.mask.shape[1], height / ink.mask.shape[0])
