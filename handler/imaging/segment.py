@@ -21,9 +21,10 @@ MAX_COMPONENTS = 400  # a page of noise: only the largest components are conside
 MAJOR = 0.35  # components at least this share of the tallest one's height can found a line
 SAME_LINE = 0.4  # vertical overlap, as a share of the shorter component, that puts two in one line
 STACK_GAP = 0.2  # paper between the stacked parts of one character, in its heights (lines are further apart)
+FRAGMENT_INK = 0.12  # a blob with less ink than this share of a typical one on its line is a fragment
 SAME_BLOB = 0.5  # horizontal overlap, as a share of the narrower, that makes two components one character
 WIDE = 1.15  # a blob wider than this many line heights may hold several characters ...
-WIDE_ALONE = 1.6  # ... or this many, when nothing else is on its line (a W or M is often 1.2-1.5)
+WIDE_ALONE = 2.0  # ... or this many, when nothing else is on its line (a W, M, m or a short a is often 1.2-1.8)
 MAX_PIECE = 1.7  # no candidate character is wider than this many line heights
 MIN_ATOM = 0.22  # nor is a cut piece narrower than this
 MAX_CUTS = 8  # per blob
@@ -151,7 +152,28 @@ def _blobs(found: ops.Components, line: list[int]) -> list[_Blob]:
                 break
         else:
             blobs.append(_Blob([i], left, right, int(found.top[i]), int(found.bottom[i])))
-    return sorted(blobs, key=lambda blob: blob.left)
+    blobs.sort(key=lambda blob: blob.left)
+    return _absorb_fragments(found, blobs)
+
+
+def _absorb_fragments(found: ops.Components, blobs: list[_Blob]) -> list[_Blob]:
+    """A blob with a small fraction of its neighbours' ink (a broken stroke's piece, a stray tail) is no
+    character of its own: it joins the nearest blob beside it."""
+    if len(blobs) < 2:
+        return blobs
+    areas = [int(found.area[blob.members].sum()) for blob in blobs]
+    typical = float(np.median(areas)) if len(blobs) > 2 else max(areas)
+    kept = [b for b, area in zip(blobs, areas, strict=True) if area >= FRAGMENT_INK * typical]
+    if not kept or len(kept) == len(blobs):
+        return blobs
+    for blob, area in zip(blobs, areas, strict=True):
+        if area >= FRAGMENT_INK * typical:
+            continue
+        nearest = min(kept, key=lambda k: max(k.left - blob.right, blob.left - k.right, 0))
+        nearest.members += blob.members
+        nearest.left, nearest.right = min(nearest.left, blob.left), max(nearest.right, blob.right)
+        nearest.top, nearest.bottom = min(nearest.top, blob.top), max(nearest.bottom, blob.bottom)
+    return kept
 
 
 def _cuts(mask: np.ndarray, height: float, most: int) -> tuple[list[int], list[float]]:
@@ -198,9 +220,12 @@ def segment(ink: Ink) -> Segmentation:
         typical = TYPICAL_WIDTH * height
         if len(blobs) >= MIN_NEIGHBOURS:  # narrower neighbours say more; wider ones may be touching pairs
             typical = min(typical, float(np.median(widths)))
-        widest = (
-            min(WIDE_PIECE * height, WIDE_NEIGHBOURS * typical) if len(blobs) >= MIN_NEIGHBOURS else WIDE_PIECE * height
-        )
+        if len(blobs) == 1:
+            widest = WIDE_ALONE * height
+        elif len(blobs) >= MIN_NEIGHBOURS:
+            widest = min(WIDE_PIECE * height, WIDE_NEIGHBOURS * typical)
+        else:
+            widest = WIDE_PIECE * height
         # Atoms: (left, right) column spans, each with its blob and the doubt of the cut at its left edge.
         atoms: list[tuple[int, int, int]] = []
         cut_at: list[float] = []
