@@ -10,6 +10,7 @@ object was uploaded meanwhile: its own event writes its record.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from handler.sinks import RecordSlots, S3RecordSink, batch_key, write_batch
 from handler.storage import ALLOW_METADATA, ObjectMissing, ObjectTooLarge, Storage
 from handler.workers import Workers, glyphs_of, prepare_one, readable_of, split_rows
 
+LOGGER = logging.getLogger(__name__)
 Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,6 +158,13 @@ def label(
                 )
             except AllowError as exc:
                 records.append(error_record(source, ErrorCode.UNSUPPORTED, str(exc), info))
+                continue
+            except MemoryError:
+                raise
+            except Exception as exc:  # a bug on this input's reading: its own error, not its batch's
+                LOGGER.exception("reading %s failed", source.key)
+                message = f"the service failed to read this image ({type(exc).__name__}); reported"
+                records.append(error_record(source, ErrorCode.UNREADABLE, message, info))
                 continue
             records.append(result_record(source, reading, info))
     return records

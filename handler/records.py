@@ -19,7 +19,9 @@ LONG_KEYS = "_long-keys/"
 
 
 class ErrorCode(StrEnum):
-    """What a user can act on: re-upload, convert, shrink, or check the page has writing."""
+    """What a user can act on: re-upload, convert, shrink, or check the page has writing. ``Unreadable``:
+    the service failed on this image (a bug, logged with its traceback): report it; the rest of the batch
+    goes on, and retrying the same bytes would fail the same way."""
 
     EMPTY = "Empty"
     CORRUPT = "Corrupt"
@@ -27,6 +29,7 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "TooLarge"
     NO_INK = "NoInk"
     NOT_FOUND = "NotFound"
+    UNREADABLE = "Unreadable"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
@@ -18,6 +19,9 @@ import numpy as np
 
 from handler import imaging
 from handler.imaging import ImageError
+from handler.records import ErrorCode
+
+LOGGER = logging.getLogger(__name__)
 
 Prepared = imaging.Candidates | ImageError
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -25,10 +29,19 @@ OWN_SHARE = 0.9  # the caller's share of the images, relative to a helper's: it 
 
 
 def prepare_one(payload: bytes, max_pixels: int) -> Prepared:
+    """One input's candidates, or the error its record will carry. A failure of our own code on one image
+    is that image's error (``Unreadable``, logged), never its batch's: the same bytes would fail every retry."""
     try:
         return imaging.candidates(payload, max_pixels)
     except ImageError as exc:
         return exc
+    except MemoryError:  # the function's limit, not this image's fault: the batch is retried
+        raise
+    except Exception as exc:  # a bug, confined to the input that triggers it
+        LOGGER.exception("reading an image failed: %s", type(exc).__name__)
+        return ImageError(
+            ErrorCode.UNREADABLE, f"the service failed to read this image ({type(exc).__name__}); reported"
+        )
 
 
 def readable_of(results: Sequence[Prepared]) -> list[int]:

@@ -71,6 +71,31 @@ def test_an_input_deleted_before_it_was_read_gets_not_found_even_when_s3_answers
     assert keys(s3, "output/") == []
 
 
+# --- a bug on one image ---
+
+
+def test_a_bug_reading_one_image_is_its_error_record_and_the_batch_goes_on(aws_app: Any, s3: Any, monkeypatch) -> None:
+    """The same bytes would fail every retry: the input ends with an ``Unreadable`` error record (the bug is
+    logged), its neighbours with results, and nothing is handed back for a retry into the DLQ."""
+    from handler import imaging, workers
+
+    poison = png_bytes(draw_seven(90))
+    real = imaging.candidates
+
+    def candidates(data: bytes, max_pixels: int) -> imaging.Candidates:
+        if data == poison:
+            raise IndexError("a segmenter bug")
+        return real(data, max_pixels)
+
+    monkeypatch.setattr(workers.imaging, "candidates", candidates)
+    uploads = [upload(s3, "input/a.png"), upload(s3, "input/poison.png", poison), upload(s3, "input/b.png")]
+    event = sqs_wrap([s3_notification(BUCKET, [item]) for item in uploads])
+    assert aws_app.on_upload(event, CONTEXT) == {"batchItemFailures": []}
+    assert read(s3, "errors/poison.png.json")["error"]["code"] == "Unreadable"
+    assert keys(s3, "output/") == ["output/a.png.json", "output/b.png.json"]
+    assert keys(s3, "errors/") == ["errors/poison.png.json"]
+
+
 # --- keys too long for a record next to them ---
 
 
