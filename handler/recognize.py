@@ -205,9 +205,7 @@ def read_page(
         for index in chosen:
             piece = line.pieces[index]
             characters.append(
-                _character(
-                    restricted[line.offset + index], classes, top_k, review_below, found.box(number, piece), number
-                )
+                _character(restricted[line.offset + index], classes, top_k, review_below, found.box(piece), number)
             )
     review = None
     if review_below is not None:

@@ -106,7 +106,7 @@ def test_boxes_are_in_the_input_pixels_when_the_image_is_reduced_to_read_it() ->
     assert large.scale[0] > 1  # the page was read reduced ...
     piece_small = small.segmentation.lines[0].pieces[0]
     piece_large = large.segmentation.lines[0].pieces[0]
-    box_small, box_large = small.box(0, piece_small), large.box(0, piece_large)
+    box_small, box_large = small.box(piece_small), large.box(piece_large)
     assert abs(box_large.left - 8 * box_small.left) <= 16 and abs(box_large.width - 8 * box_small.width) <= 24
 
 

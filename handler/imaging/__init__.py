@@ -42,8 +42,8 @@ class Candidates:
     segmentation: Segmentation
     scale: tuple[float, float]
 
-    def box(self, line: int, piece: Piece) -> Box:
-        del line
+    def box(self, piece: Piece) -> Box:
+        """Where a piece is, in the input's upright pixels."""
         return piece.box.scaled(*self.scale)
 
 
