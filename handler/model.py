@@ -55,6 +55,12 @@ class Manifest:
         return float(self.calibration.get("temperature", 1.0))
 
     @property
+    def class_temperatures(self) -> np.ndarray | None:
+        """One temperature per predicted class (the argmax never changes); None: the one temperature."""
+        values = self.calibration.get("class_temperatures")
+        return None if values is None else np.asarray(values, dtype=np.float32)
+
+    @property
     def review_below(self) -> float | None:
         """Confidence under which a label should be checked by a person (None: not calibrated)."""
         value = self.calibration.get("review_below")
@@ -107,6 +113,13 @@ class Manifest:
             raise ModelError(f"{source}: invalid version name {manifest.version!r}")
         if not (isinstance(manifest.calibration, dict) and 0.05 <= manifest.temperature <= 20):
             raise ModelError(f"{source}: calibration must hold a temperature between 0.05 and 20")
+        per_class = manifest.calibration.get("class_temperatures")
+        if per_class is not None and not (
+            isinstance(per_class, list)
+            and len(per_class) == len(manifest.classes)
+            and all(isinstance(t, (int, float)) and 0.05 <= t <= 20 for t in per_class)
+        ):
+            raise ModelError(f"{source}: class_temperatures must give one temperature in 0.05-20 per class")
         return manifest
 
     @property
@@ -114,8 +127,17 @@ class Manifest:
         return str(self.files[RUNTIME_FILE]["sha256"])
 
 
-def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of softmax outputs: softmax(log p / T), fitted on validation data (``training calibrate``)."""
+def calibrate(
+    probabilities: np.ndarray, temperature: float, class_temperatures: np.ndarray | None = None
+) -> np.ndarray:
+    """Temperature scaling of softmax outputs: softmax(log p / T), fitted on validation data (``training calibrate``).
+    With ``class_temperatures``, each row takes the temperature of its predicted class: a model can be
+    underconfident on some classes and overconfident on others, and the argmax stays where it was."""
+    if class_temperatures is not None:
+        rows = class_temperatures[probabilities.argmax(axis=-1)][..., np.newaxis]
+        scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / rows
+        scaled = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+        return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
     if temperature == 1.0:
         return probabilities
     scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
@@ -203,7 +225,7 @@ class Classifier:
             self._interpreter.set_tensor(self._input, batch)
             self._interpreter.invoke()
             probabilities = np.array(self._interpreter.get_tensor(self._output))
-        return calibrate(probabilities, self.manifest.temperature)
+        return calibrate(probabilities, self.manifest.temperature, self.manifest.class_temperatures)
 
     def predict_in_helper(self, images: np.ndarray) -> np.ndarray:
         """:meth:`predict` in a forked helper process: its own lock, as the parent's may have been held at fork."""

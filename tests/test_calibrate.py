@@ -51,3 +51,32 @@ def test_calibration_reads_uploads_as_the_service_does(classifier) -> None:
     measured = _probabilities(classifier, blobs)
     expected = classifier.predict(np.stack([prepare(b, 40_000_000) for b in blobs]))
     np.testing.assert_allclose(measured, expected, atol=1e-6)
+
+
+def test_a_temperature_per_predicted_class_fixes_opposite_miscalibrations_and_keeps_every_label() -> None:
+    """Class A underconfident, class B overconfident: one temperature cannot fix both, one per class can."""
+    from training.calibrate import fit_class_temperatures
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    predicted = rng.integers(0, 2, n)
+    confidence = rng.uniform(0.55, 0.95, n)
+    correct = rng.random(n) < np.where(predicted == 0, np.minimum(confidence + 0.08, 1), confidence - 0.12)
+    truth = np.where(correct, predicted, 1 - predicted)
+    probabilities = np.zeros((n, 2))
+    probabilities[np.arange(n), predicted] = confidence
+    probabilities[np.arange(n), 1 - predicted] = 1 - confidence
+    one = calibrate(probabilities, fit_temperature(probabilities, truth, objective="ece"))
+    per_class = np.asarray(fit_class_temperatures(probabilities, truth, 1.0), dtype=np.float32)
+    both = calibrate(probabilities, 1.0, per_class)
+    assert (both.argmax(axis=1) == predicted).all()
+    assert per_class[0] < 1 < per_class[1]  # sharpen the underconfident class, soften the overconfident one
+
+    def per_class_error(p: np.ndarray) -> float:  # each class's own calibration error, averaged
+        return float(
+            np.mean(
+                [expected_calibration_error(p[predicted == c].max(axis=1), correct[predicted == c]) for c in (0, 1)]
+            )
+        )
+
+    assert per_class_error(both) < 0.5 * per_class_error(one)

@@ -101,3 +101,16 @@ def test_a_calibrated_manifest_drives_the_review_flag(model_uri: str, tmp_path: 
     raw["calibration"] = {"temperature": 99}
     with pytest.raises(ModelError, match="temperature"):
         Manifest.from_json(json.dumps(raw))
+
+
+def test_each_row_takes_the_temperature_of_its_predicted_class(model_uri: str) -> None:
+    from handler.model import calibrate
+
+    p = np.array([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1]], dtype=np.float32)
+    scaled = calibrate(p, 1.0, np.array([0.5, 2.0, 1.0], dtype=np.float32))
+    assert (scaled.argmax(axis=1) == [0, 1]).all()
+    assert scaled[0, 0] > 0.8 > scaled[1, 1]  # class 0 sharpened, class 1 softened
+    raw = json.loads((Path(model_uri) / "manifest.json").read_text())
+    raw["calibration"] = {"temperature": 1.0, "class_temperatures": [1.0] * (len(raw["classes"]) - 1)}
+    with pytest.raises(ModelError, match="one temperature"):
+        Manifest.from_json(json.dumps(raw))

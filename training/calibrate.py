@@ -64,6 +64,25 @@ def fit_temperature(probabilities: np.ndarray, truth: np.ndarray, objective: str
     return float(TEMPERATURES[int(np.argmin(losses))])
 
 
+MIN_PER_CLASS = 50  # predictions of a class on the fitting half before it gets a temperature of its own
+
+
+def fit_class_temperatures(probabilities: np.ndarray, truth: np.ndarray, fallback: float) -> list[float]:
+    """A temperature per predicted class (lowest negative log-likelihood on the rows predicted as that
+    class): class-balanced training leaves some classes underconfident and others overconfident, and one
+    temperature cannot fix both. Classes predicted fewer than MIN_PER_CLASS times keep ``fallback``."""
+    predicted = probabilities.argmax(axis=1)
+    temperatures = []
+    for cls in range(probabilities.shape[1]):
+        rows = predicted == cls
+        temperatures.append(
+            fit_temperature(probabilities[rows], truth[rows], objective="nll")
+            if rows.sum() >= MIN_PER_CLASS
+            else fallback
+        )
+    return [round(float(t), 2) for t in temperatures]
+
+
 def review_threshold(confidence: np.ndarray, correct: np.ndarray, precision: float = TARGET_PRECISION) -> float:
     """The lowest confidence c such that labels with confidence >= c are at least ``precision`` correct,
     with 95% confidence (Wilson lower bound): the threshold must hold on images it was not chosen on."""
@@ -121,24 +140,28 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
     fit = measured["fit"]
     pooled = np.concatenate([fit["clean"], fit["photo"]])
     truth = np.concatenate([fit["truth"], fit["truth"]])
-    temperature = fit_temperature(pooled, truth, objective="ece")  # the figure the service promises
-    calibrated = calibrate(pooled, temperature)
+    temperature = fit_temperature(pooled, truth, objective="ece")  # one temperature, for comparison
+    per_class = np.asarray(fit_class_temperatures(pooled, truth, temperature), dtype=np.float32)
+    calibrated = calibrate(pooled, temperature, per_class)
     threshold = review_threshold(calibrated.max(axis=1), calibrated.argmax(axis=1) == truth)
     report: dict[str, Any] = {
         "temperature": temperature,
+        "class_temperatures": [float(t) for t in per_class],
         "review_below": round(threshold, 4),
         "target_precision": TARGET_PRECISION,
     }
     for kind in ("clean", "photo"):
         raw = measured["report"][kind]
         truth = measured["report"]["truth"]
-        scaled = calibrate(raw, temperature)
+        one = calibrate(raw, temperature)
+        scaled = calibrate(raw, temperature, per_class)
         confidence, correct = scaled.max(axis=1), scaled.argmax(axis=1) == truth
         accepted = confidence >= threshold
         report[kind] = {
             "images": len(truth),
             "accuracy": round(float(correct.mean()), 4),
             "ece_before": round(expected_calibration_error(raw.max(axis=1), raw.argmax(axis=1) == truth), 4),
+            "ece_one_temperature": round(expected_calibration_error(one.max(axis=1), correct), 4),
             "ece_after": round(expected_calibration_error(confidence, correct), 4),
             "coverage_at_threshold": round(float(accepted.mean()), 4),
             "accuracy_of_accepted": round(float(correct[accepted].mean()) if accepted.any() else 1.0, 4),
@@ -146,7 +169,7 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def reliability_diagram(measured: dict[str, Any], temperature: float, path: Path) -> None:
+def reliability_diagram(measured: dict[str, Any], report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +181,7 @@ def reliability_diagram(measured: dict[str, Any], temperature: float, path: Path
         truth = measured["report"]["truth"]
         for label, probabilities in (
             ("raw", measured["report"][kind]),
-            ("calibrated", calibrate(measured["report"][kind], temperature)),
+            ("calibrated", calibrate(measured["report"][kind], report["temperature"], _per_class(report))),
         ):
             confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == truth
             centres, accuracies = [], []
@@ -171,23 +194,32 @@ def reliability_diagram(measured: dict[str, Any], temperature: float, path: Path
         axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         axis.set(title=f"{kind} (held-out half)", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
         axis.legend()
-    figure.suptitle(f"Reliability, temperature {temperature:.2f}")
+    figure.suptitle("Reliability, a temperature per predicted class")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def _per_class(report: dict[str, Any]) -> np.ndarray | None:
+    values = report.get("class_temperatures")
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
 def calibration_table(report: dict[str, Any]) -> list[str]:
     """The reported half's figures as a Markdown table: the model card and the README show this one."""
+    one = "ece_one_temperature" in report["clean"]
     lines = [
-        "| input | accuracy | ECE before | ECE after | coverage (review: false) | accuracy of those |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| input | accuracy | ECE before | "
+        + ("ECE, one temperature | " if one else "")
+        + "ECE after | coverage (review: false) | accuracy of those |",
+        "| --- | --- | --- | " + ("--- | " if one else "") + "--- | --- | --- |",
     ]
     for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
         r = report[kind]
         lines.append(
-            f"| {name} ({r['images']:,}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | {r['ece_after']:.2%} | "
-            f"{r['coverage_at_threshold']:.1%} | {r['accuracy_of_accepted']:.2%} |"
+            f"| {name} ({r['images']:,}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | "
+            + (f"{r['ece_one_temperature']:.2%} | " if one else "")
+            + f"{r['ece_after']:.2%} | {r['coverage_at_threshold']:.1%} | {r['accuracy_of_accepted']:.2%} |"
         )
     return lines
 
@@ -197,7 +229,9 @@ def card_section(report: dict[str, Any]) -> str:
         "",
         "## Calibration",
         "",
-        f"Temperature {report['temperature']:.2f} (fitted to the lowest calibration error); review below confidence "
+        f"A temperature per predicted class ({min(report['class_temperatures']):.2f}-{max(report['class_temperatures']):.2f}, "
+        f"lowest log-loss on the rows predicted as that class; one temperature for all would be {report['temperature']:.2f}); "
+        "review below confidence "
         f"{report['review_below']:.4f}, chosen so that accepted labels are at least {report['target_precision']:.0%} correct.",
         "Fitted on one half of the validation split, reported on the other, both read through the service's normaliser:",
         "",
@@ -222,7 +256,7 @@ def publish_calibrated(model_dir: Path, root: Path, report: dict[str, Any], meas
             shutil.copy2(model_dir / name, folder / name)
         card = (folder / "card.md").read_text() if (folder / "card.md").exists() else f"# {source.version}\n"
         (folder / "card.md").write_text(card + card_section(report))
-        reliability_diagram(measured, report["temperature"], folder / "reliability.png")
+        reliability_diagram(measured, report, folder / "reliability.png")
         (folder / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
         manifest = build_manifest(
             folder,
@@ -234,7 +268,9 @@ def publish_calibrated(model_dir: Path, root: Path, report: dict[str, Any], meas
         manifest = Manifest(
             **{
                 **manifest.__dict__,
-                "calibration": {k: report[k] for k in ("temperature", "review_below", "target_precision")},
+                "calibration": {
+                    k: report[k] for k in ("temperature", "class_temperatures", "review_below", "target_precision")
+                },
             }
         )
         (folder / MANIFEST_NAME).write_text(manifest.to_json())
