@@ -186,7 +186,14 @@ def calibration_section() -> str:
     report = json.loads((ROOT / "models" / version / "calibration.json").read_text())
     return "\n".join(
         [
-            f"Bundled version `{version}`: temperature {report['temperature']:.2f}, review below confidence "
+            f"Bundled version `{version}`: "
+            + (
+                f"a temperature per predicted class ({min(report['class_temperatures']):.2f}-"
+                f"{max(report['class_temperatures']):.2f}; one for all would be {report['temperature']:.2f})"
+                if report.get("class_temperatures")
+                else f"temperature {report['temperature']:.2f}"
+            )
+            + ", review below confidence "
             f"{report['review_below']:.3f} (chosen for >= {report['target_precision']:.0%} correct accepted labels; "
             "`python -m training calibrate`, fitted on one half of the validation split, reported on the other):",
             "",

@@ -136,17 +136,35 @@ def measure(model_dir: Path, data: str, per_kind: int, seed: int = 20261125) -> 
     return out
 
 
+def _fit(probabilities: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """One temperature (lowest calibration error, for comparison) and one per predicted class."""
+    temperature = fit_temperature(probabilities, truth, objective="ece")
+    return temperature, np.asarray(fit_class_temperatures(probabilities, truth, temperature), dtype=np.float32)
+
+
+def _cross_fitted_threshold(probabilities: np.ndarray, truth: np.ndarray, seed: int = 0) -> float:
+    """The review threshold, chosen on rows the temperatures were not fitted on: temperatures from one half
+    of the fitting rows, threshold on the other, both ways round, the stricter kept. Choosing it on the
+    rows that fitted 47 temperatures is optimistic (accepted labels fell to 98.8% on unseen data)."""
+    order = np.random.default_rng(seed).permutation(len(truth))
+    folds = (order[: len(order) // 2], order[len(order) // 2 :])
+    thresholds = []
+    for fit_rows, choose_rows in (folds, folds[::-1]):
+        temperature, per_class = _fit(probabilities[fit_rows], truth[fit_rows])
+        scaled = calibrate(probabilities[choose_rows], temperature, per_class)
+        thresholds.append(review_threshold(scaled.max(axis=1), scaled.argmax(axis=1) == truth[choose_rows]))
+    return max(thresholds)
+
+
 def summarise(measured: dict[str, Any]) -> dict[str, Any]:
     fit = measured["fit"]
     pooled = np.concatenate([fit["clean"], fit["photo"]])
     truth = np.concatenate([fit["truth"], fit["truth"]])
-    temperature = fit_temperature(pooled, truth, objective="ece")  # one temperature, for comparison
-    per_class = np.asarray(fit_class_temperatures(pooled, truth, temperature), dtype=np.float32)
-    calibrated = calibrate(pooled, temperature, per_class)
-    threshold = review_threshold(calibrated.max(axis=1), calibrated.argmax(axis=1) == truth)
+    temperature, per_class = _fit(pooled, truth)
+    threshold = _cross_fitted_threshold(pooled, truth)
     report: dict[str, Any] = {
         "temperature": temperature,
-        "class_temperatures": [float(t) for t in per_class],
+        "class_temperatures": [round(float(t), 2) for t in per_class],
         "review_below": round(threshold, 4),
         "target_precision": TARGET_PRECISION,
     }
