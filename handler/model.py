@@ -115,11 +115,9 @@ class Manifest:
             raise ModelError(f"{source}: calibration must hold a temperature between 0.05 and 20")
         per_class = manifest.calibration.get("class_temperatures")
         if per_class is not None and not (
-            isinstance(per_class, list)
-            and len(per_class) == len(manifest.classes)
-            and all(isinstance(t, (int, float)) and 0.05 <= t <= 20 for t in per_class)
+            isinstance(per_class, list) and all(isinstance(t, (int, float)) and 0.05 <= t <= 20 for t in per_class)
         ):
-            raise ModelError(f"{source}: class_temperatures must give one temperature in 0.05-20 per class")
+            raise ModelError(f"{source}: class_temperatures must be a list of temperatures in 0.05-20")
         return manifest
 
     @property
@@ -203,6 +201,11 @@ class Classifier:
             raise ModelError(
                 f"{manifest.version}: the manifest lists {len(manifest.classes)} classes but {tflite_path.name} "
                 f"has {outputs} outputs; labels would be wrong, so the model is refused"
+            )
+        per_class = manifest.class_temperatures
+        if per_class is not None and len(per_class) != outputs:
+            raise ModelError(
+                f"{manifest.version}: calibration gives {len(per_class)} class temperatures for {outputs} classes"
             )
         self._batch = 0
         self._lock = threading.Lock()

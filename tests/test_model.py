@@ -111,6 +111,16 @@ def test_each_row_takes_the_temperature_of_its_predicted_class(model_uri: str) -
     assert (scaled.argmax(axis=1) == [0, 1]).all()
     assert scaled[0, 0] > 0.8 > scaled[1, 1]  # class 0 sharpened, class 1 softened
     raw = json.loads((Path(model_uri) / "manifest.json").read_text())
-    raw["calibration"] = {"temperature": 1.0, "class_temperatures": [1.0] * (len(raw["classes"]) - 1)}
-    with pytest.raises(ModelError, match="one temperature"):
+    raw["calibration"] = {"temperature": 1.0, "class_temperatures": [1.0, 99.0]}
+    with pytest.raises(ModelError, match="class_temperatures"):
         Manifest.from_json(json.dumps(raw))
+
+
+def test_class_temperatures_must_cover_every_output(model_uri: str, tmp_path: Path) -> None:
+    folder = tmp_path / "version"
+    shutil.copytree(model_uri, folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["calibration"] = {"temperature": 1.0, "class_temperatures": [1.0] * 46}
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match="46 class temperatures for 47 classes"):
+        model.load(str(folder), tmp_path / "cache")
