@@ -138,3 +138,21 @@ def test_segmenting_any_rendered_upload_gives_candidates_or_an_image_error() -> 
         except ImageError:
             continue
         assert len(found.glyphs) == sum(len(line.pieces) for line in found.segmentation.lines) >= 1
+
+
+def test_a_page_of_many_small_characters_is_read_not_dropped_as_specks(classifier) -> None:
+    rows = [[(r * 10 + c) % 6 for c in range(10)] for r in range(6)]
+    full = page(rows, gap=12, pad=16)
+    pixels = np.asarray(Image.fromarray(full).resize((full.shape[1] // 2, full.shape[0] // 2)))  # 32 px characters
+    record = read(png(pixels), classifier)
+    assert len(record["characters"]) >= 50 and record["segmentation"]["lines"] == 6
+
+
+def test_a_hostile_page_of_stripes_is_bounded() -> None:
+    """Hundreds of page-tall strokes side by side: the candidates stay few per stroke (at most 4 strokes
+    each), not every run of strokes."""
+    from handler.imaging.segment import MAX_PIECES
+
+    stripes = ((np.arange(1000)[None, :] // 3) % 2 * 255 * np.ones((1000, 1))).astype(np.uint8)
+    found = candidates(png(stripes), LIMIT)
+    assert len(found.glyphs) <= MAX_PIECES and max(p.last - p.first for p in found.segmentation.lines[0].pieces) < 4

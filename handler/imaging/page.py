@@ -29,7 +29,8 @@ LINE_FILL = 0.6  # a page has no printed line unless some row or column is at le
 RULE_SPAN = 0.01  # a printed line or border runs from edge to edge (the crop cut through it): within 1%
 PRINTED_EDGE = 0.2  # an empty form box: every line within the outer fifth of the page ...
 PRINTED_THICKNESS = 0.15  # ... and all of them together thinner than this share of the side
-SPECK = 0.015  # components below this share of the ink are specks
+SPECK = 0.02  # components below this share of the largest one are specks (not of all the ink: a page of
+# many small characters has no component with much of the ink)
 FRAGMENT = 0.5  # components cut by the crop edge and smaller than this share of the largest are neighbours
 
 
@@ -213,7 +214,7 @@ def clear_page(ink: Ink) -> Ink:
     inside = found.area[~on_edge]
     if inside.size == 0 or inside.max() < FRAGMENT * found.area.max():
         return replace(ink, parts=found)  # the handwriting itself reaches the edges: a tight crop, leave it whole
-    keep = (found.area >= SPECK * found.area.sum()) & (~on_edge | (found.area >= FRAGMENT * inside.max()))
+    keep = (found.area >= SPECK * found.area.max()) & (~on_edge | (found.area >= FRAGMENT * inside.max()))
     if keep.all():
         return replace(ink, parts=found)
     cleaned = found.mask(keep, ink.mask.shape)

@@ -15,7 +15,9 @@ from itertools import pairwise
 import numpy as np
 
 from handler.imaging import ops
+from handler.imaging.errors import ImageError
 from handler.imaging.page import Ink
+from handler.records import ErrorCode
 
 MAX_COMPONENTS = 400  # a page of noise: only the largest components are considered
 MAJOR = 0.35  # components at least this share of the tallest one's height can found a line
@@ -28,6 +30,8 @@ WIDE_ALONE = 2.0  # ... or this many, when nothing else is on its line (a W, M, 
 MAX_PIECE = 1.7  # no candidate character is wider than this many line heights
 MIN_ATOM = 0.22  # nor is a cut piece narrower than this
 MAX_CUTS = 8  # per blob
+MAX_ATOMS = 4  # a candidate character spans at most this many atoms
+MAX_PIECES = 3000  # candidates on one page: beyond this it is not a page of handwriting (and would take seconds)
 MERGE_GAP = 0.2  # blobs closer than this many line heights may still be one broken character
 WIDE_PIECE = 1.45  # characters are rarely wider than this many line heights (a wide W or M) ...
 WIDTH_SPREAD = 0.25  # ... and this fast the prior doubts wider ones (a Gaussian tail, in line heights)
@@ -201,6 +205,8 @@ def _cuts(mask: np.ndarray, height: float, most: int) -> tuple[list[int], list[f
 def segment(ink: Ink) -> Segmentation:
     """:class:`Ink` -> candidate characters in lines (see the module's docstring)."""
     found = ink.parts if ink.parts is not None else ops.components(ink.mask)
+    if len(found) == 0:
+        raise ImageError(ErrorCode.NO_INK, "no handwriting found: nothing left once lines and specks were removed")
     if len(found) == 1:  # one stroke: one character, unless it is as wide as a pair
         top, bottom, left, right = (int(v[0]) for v in (found.top, found.bottom, found.left, found.right))
         if right - left + 1 <= WIDE_ALONE * (bottom - top + 1):
@@ -253,7 +259,7 @@ def segment(ink: Ink) -> Segmentation:
             bridges = 0.0
             for last in range(first, len(atoms)):
                 left, right = _span(atoms, first, last)
-                if last > first and (right - left + 1) > MAX_PIECE * height:
+                if last > first and ((right - left + 1) > MAX_PIECE * height or last - first >= MAX_ATOMS):
                     break
                 if last > first and atoms[last][2] != atoms[last - 1][2]:
                     gap = max(0, blobs[atoms[last][2]].left - blobs[atoms[last - 1][2]].right - 1) / height
@@ -267,6 +273,11 @@ def segment(ink: Ink) -> Segmentation:
                 pieces.append(Piece(first, last, box, doubt))
                 masks.append((box, piece_mask))
         lines.append(Line(len(atoms), height, tuple(pieces), len(masks) - len(pieces)))
+        if len(masks) > MAX_PIECES:
+            raise ImageError(
+                ErrorCode.TOO_LARGE,
+                f"more than {MAX_PIECES} candidate characters on one page: not a page of handwriting we can read",
+            )
     return Segmentation(tuple(lines), tuple(masks), ink.mask.shape)
 
 
