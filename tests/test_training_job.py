@@ -16,7 +16,7 @@ from training import architectures
 from training.data import EMNIST_BALANCED_CLASSES, Emnist
 
 pytestmark = pytest.mark.slow
-FIXTURE_GLYPHS = (Path(__file__).resolve().parent / "fixtures" / "normaliser").glob("emnist-0[0-5].png")
+FIXTURE_GLYPHS = sorted((Path(__file__).resolve().parent / "fixtures" / "normaliser").glob("emnist-0[0-5].png"))
 
 
 def test_seed_architecture_is_exactly_the_reference() -> None:
@@ -164,3 +164,22 @@ def test_an_ensemble_of_runs_is_one_model_that_exports(trained_run: Path, tiny_d
     evaluate_run(tmp_path / "ensemble", tiny_data)
     result = export_run(tmp_path / "ensemble", tiny_data)
     assert result.agreement >= 0.999
+
+
+def test_the_ctc_line_reader_decodes_best_paths_and_reads_lines_as_the_service_finds_them() -> None:
+    from training import line_ctc
+    from training.render import string_page
+
+    classes = EMNIST_BALANCED_CLASSES
+    blank = line_ctc.BLANK
+    columns = np.zeros((1, 6, 48))
+    for t, index in enumerate([10, 10, blank, 10, 7, blank]):  # A A - A 7 -  ->  "AA7"
+        columns[0, t, index] = 1
+    assert line_ctc.greedy(columns, classes) == ["AA7"]
+    from PIL import Image
+
+    glyphs = [np.asarray(Image.open(p).convert("L")) for p in sorted(FIXTURE_GLYPHS)]
+    page = string_page(glyphs[:3], "xyz", np.random.default_rng(1), touch=1.0)
+    line = line_ctc.line_image(page.data)
+    assert line is not None and line.shape == (line_ctc.HEIGHT, line_ctc.WIDTH) and line.max() > 0.5
+    assert line_ctc.build().output_shape == (None, line_ctc.WIDTH // 4, 48)
