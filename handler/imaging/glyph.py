@@ -62,12 +62,7 @@ def glyph_of(ink: Ink, box: Box, mask: np.ndarray) -> np.ndarray:
     bottom, right = min(height, box.top + box.height + 1), min(width, box.left + box.width + 1)
     own = np.zeros((bottom - top, right - left), dtype=bool)
     own[box.top - top : box.top - top + box.height, box.left - left : box.left - left + box.width] = mask
-    soft = own.copy()  # the stroke's anti-aliased edges, one pixel out
-    soft[1:] |= own[:-1]
-    soft[:-1] |= own[1:]
-    soft[:, 1:] |= soft[:, :-1].copy()
-    soft[:, :-1] |= soft[:, 1:].copy()
-    values = np.where(soft, ink.values[top:bottom, left:right], 0)
+    values = np.where(ops.grow(own), ink.values[top:bottom, left:right], 0)  # with its anti-aliased edges
     return to_glyph(Ink(values, own, ink.background, ink.peak, ink.level))
 
 

@@ -66,11 +66,11 @@ def find_ink(gray: np.ndarray) -> Ink:
         height, width = gray.shape
     frame = max(1, round(0.05 * min(height, width)))
     if gray.dtype == np.uint8:
-        ink = _ink_u8(gray, frame)
+        ink = _ink_u8(gray)
     else:
         ink = 1.0 - gray if np.median(_sample(gray)) > 0.5 else gray
         if min(height, width) >= 64:  # photos and scans: a 3x3 box blur turns noise and specks into faint haze
-            ink = _ink_u8(np.round(ink * 255).astype(np.uint8), frame, polarity_known=True)
+            ink = _ink_u8(np.round(ink * 255).astype(np.uint8), polarity_known=True)
     if ink.dtype == np.uint8 and min(height, width) >= 64:
         counts = ops.histogram(ops.border(ink, frame))
         if ops.percentile_u8(counts, 95) - ops.percentile_u8(counts, 5) >= UNEVEN_BORDER * 255:
@@ -84,7 +84,7 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values[::step, ::step]
 
 
-def _ink_u8(gray: np.ndarray, frame: int, *, polarity_known: bool = False) -> np.ndarray:
+def _ink_u8(gray: np.ndarray, *, polarity_known: bool = False) -> np.ndarray:
     """8-bit page -> 8-bit ink: inverted when the paper (most of the page: its median) is light, box-blurred
     when large. Not the border's median: a form cell's dark frame and box lines fill the border."""
     if not polarity_known and ops.median_u8(ops.histogram(_sample(gray))) > 0.5:
@@ -113,8 +113,7 @@ def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
 
 def _threshold(ink: np.ndarray) -> Ink:
     """Paper level (median of a subsample), ink peak, and Otsu's threshold between them."""
-    step = max(1, int(np.sqrt(ink.size / SAMPLE_PIXELS)))
-    sample = ink[::step, ::step]
+    sample = _sample(ink)
     if ink.dtype == np.uint8:
         values = ops.U8_AS_FLOAT
         counts = ops.histogram(sample)
@@ -144,7 +143,7 @@ def _rules(mask: np.ndarray) -> np.ndarray:
     """Pixels of straight lines running edge to edge (printed box and grid lines, scan borders, page
     edges): horizontal runs found after closing 1-pixel steps and gaps, so slightly tilted lines count."""
     width = mask.shape[1]
-    found = ops.runs(_grow(mask))
+    found = ops.runs(ops.grow(mask))
     margin = max(1, round(RULE_SPAN * width))
     edge_to_edge = (found.start <= margin) & (found.stop >= width - 1 - margin)
     lines = np.zeros_like(mask)
@@ -162,16 +161,6 @@ def _printed(lines: np.ndarray, axis: int) -> bool:
         return True
     near_edges = bool(((at < PRINTED_EDGE * side) | (at >= (1 - PRINTED_EDGE) * side)).all())
     return near_edges and lines.sum() / lines.shape[axis] <= PRINTED_THICKNESS * side
-
-
-def _grow(mask: np.ndarray) -> np.ndarray:
-    """The mask and its 8 neighbours: the soft edges of what is dropped go with it."""
-    grown = mask.copy()
-    grown[1:] |= mask[:-1]
-    grown[:-1] |= mask[1:]
-    grown[:, 1:] |= grown[:, :-1].copy()
-    grown[:, :-1] |= grown[:, 1:].copy()
-    return grown
 
 
 def _touches_edge(found: ops.Components, shape: tuple[int, int]) -> np.ndarray:
@@ -203,10 +192,11 @@ def clear_page(ink: Ink) -> Ink:
         across, down = _rules(faint), _rules(faint.T).T
     rules = across | down
     if rules.any():
-        rest = ops.components(ink.mask & ~_grow(rules))
+        lines = ops.grow(rules)  # with their soft edges
+        rest = ops.components(ink.mask & ~lines)
         on_edge = _touches_edge(rest, ink.mask.shape)
         if len(rest) and (~on_edge).any() and rest.area[~on_edge].max() >= FRAGMENT * rest.area.max():
-            ink = _threshold(_paper_where(ink, _grow(rules)))
+            ink = _threshold(_paper_where(ink, lines))
         elif rest.area.sum() < SPECK * rules.sum() and _printed(across, axis=1) and _printed(down, axis=0):
             raise ImageError(ErrorCode.NO_INK, "no handwriting found: only printed lines or borders")
     found = ops.components(ink.mask)
@@ -218,7 +208,7 @@ def clear_page(ink: Ink) -> Ink:
     if keep.all():
         return replace(ink, parts=found)
     cleaned = found.mask(keep, ink.mask.shape)
-    values = _paper_where(ink, _grow(ink.mask & ~cleaned) & ~cleaned)
+    values = _paper_where(ink, ops.grow(ink.mask & ~cleaned) & ~cleaned)
     return Ink(values, cleaned, ink.background, ink.peak, ink.level, found.subset(keep))
 
 
