@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import label_files, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.recognize import read  # noqa: E402
@@ -42,13 +40,9 @@ def as_scan(glyph: np.ndarray, side: int) -> bytes:
 
 def through_cli(blobs: list[bytes], truth: list[str], allow: str | None) -> float:
     """Accuracy of ``python -m handler label [--allow]`` on these images written as files."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for position, blob in enumerate(blobs):
-            (Path(tmp) / f"{position:05d}.png").write_bytes(blob)
-        command = [sys.executable, "-m", "handler", "label", *(["--allow", allow] if allow else []), tmp]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-    labels = {Path(r["source"]["key"]).stem: r.get("label", "") for r in map(json.loads, done.stdout.splitlines())}
-    return float(np.mean([labels[f"{i:05d}"] == t for i, t in enumerate(truth)]))
+    return float(
+        np.mean([r.get("label", "") == t for r, t in zip(label_files(blobs, allow=allow), truth, strict=True)])
+    )
 
 
 def on_arrays(classifier: model.Classifier, images: np.ndarray, truth: list[str], allow: str | None) -> float:
@@ -84,9 +78,7 @@ def main() -> int:
         free, digits_only = through_cli(blobs, truth, None), through_cli(blobs, truth, DIGITS)
         results[name] = {"any": round(free, 4), "allow_digits": round(digits_only, 4)}
         print(f"  {name:17} any class {free:7.2%}   --allow 0123456789 {digits_only:7.2%}")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "allow_digits.json").write_text(json.dumps({"images": len(chosen), **results}, indent=2) + "\n")
+    write_results("allow_digits", {"images": len(chosen), **results})
     return 0
 
 

@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_results  # noqa: E402
+
 TARGET_S = 0.4
 PROBE = """
 import json, time
@@ -57,11 +61,7 @@ def main() -> int:
         f"   target <= {TARGET_S} s: {'PASS' if init <= TARGET_S else 'FAIL'}"
     )
     print(f"cold start, until the S3 client (built in the background) is ready: median {ready:.3f} s")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "cold_start.json").write_text(
-        json.dumps({"init_s": round(init, 3), "client_ready_s": round(ready, 3)}) + "\n"
-    )
+    write_results("cold_start", {"init_s": round(init, 3), "client_ready_s": round(ready, 3)})
     return 0 if init <= TARGET_S else 1
 
 

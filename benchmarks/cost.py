@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, write_results  # noqa: E402
+
 PRICES_AS_OF = "2026-11 list prices, us-east-1 (no free tier)"
 PRICE = {
     "s3_put": 0.005 / 1000,  # PUT, COPY, POST, LIST
@@ -89,10 +92,7 @@ def main() -> int:
         print(f"  {name:13} ${totals[name]:6.2f}{verdict}")
         for item, cost in items.items():
             print(f"      {item:58} ${cost:.3f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cost.json").write_text(
-        json.dumps({"prices_as_of": PRICES_AS_OF, "totals": totals, "items": table}, indent=2) + "\n"
-    )
+    write_results("cost", {"prices_as_of": PRICES_AS_OF, "totals": totals, "items": table})
     return 0 if all(totals[name] <= target for name, target in TARGETS.items()) else 1
 
 

@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import label_files, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.recognize import read  # noqa: E402
@@ -43,17 +40,6 @@ def png(glyph: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(glyph).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def through_cli(blobs: list[bytes], allow: str | None = None, model_uri: str | None = None) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        for position, blob in enumerate(blobs):
-            (Path(tmp) / f"{position:05d}.img").write_bytes(blob)
-        command = [sys.executable, "-m", "handler", "label", *(["--allow", allow] if allow else []), tmp]
-        env = {**os.environ, **({"MODEL_URI": model_uri} if model_uri else {})}
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
-    records = {Path(r["source"]["key"]).stem: r for r in map(json.loads, done.stdout.splitlines())}
-    return [records[f"{i:05d}"] for i in range(len(blobs))]
 
 
 def balanced(truth: list[str], predicted: list[str]) -> float:
@@ -127,7 +113,7 @@ def main() -> int:
         f"  {'model on the 28x28 arrays':26} accuracy {own['accuracy']:7.2%}  balanced {own['balanced_accuracy']:7.2%}"
     )
     for name, blobs in kinds.items():
-        scores = summarise(through_cli(blobs, model_uri=uri), truth)
+        scores = summarise(label_files(blobs, model_uri=uri), truth)
         results["kinds"][name] = scores  # type: ignore[index]
         gap = (own["accuracy"] - scores["accuracy"]) * 100
         print(
@@ -142,8 +128,8 @@ def main() -> int:
     results["digits_16x16"] = {
         "images": len(digits),
         "model_on_arrays_allow": round(own_digits, 4),
-        "any": summarise(through_cli(tiny, model_uri=uri), digit_truth),
-        "allow_digits": summarise(through_cli(tiny, DIGITS, uri), digit_truth),
+        "any": summarise(label_files(tiny, model_uri=uri), digit_truth),
+        "allow_digits": summarise(label_files(tiny, allow=DIGITS, model_uri=uri), digit_truth),
     }
     any_, allow_ = results["digits_16x16"]["any"], results["digits_16x16"]["allow_digits"]  # type: ignore[index]
     print(
@@ -158,9 +144,7 @@ def main() -> int:
         f"  class-balanced through the service >= 90.5%: {clean['balanced_accuracy']:.2%} (28x28), {photo['balanced_accuracy']:.2%} (photo)"
     )
     print(f"  ECE <= 1.5%: {clean['ece']:.2%} (28x28), {photo['ece']:.2%} (photo)")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{args.out}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
-
+from benchmarks.common import RESULTS  # noqa: E402
 from training.calibrate import calibration_table  # noqa: E402  - the model card's table, shown in the README too
 
 

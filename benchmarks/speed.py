@@ -12,7 +12,6 @@ Writes benchmarks/results/speed.json (the README's table is generated from it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from handler import imaging, model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
@@ -103,9 +103,7 @@ def main() -> int:
         "images": args.images,
         "cpus": cpus,
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("speed", results)
     return 0 if ms["normalise"] <= TARGETS["normalise_ms"] and speedup >= TARGETS["two_worker_speedup"] else 1
 
 

@@ -13,10 +13,7 @@ Run: .venv/bin/python benchmarks/strings.py [--pages 400]. Writes benchmarks/res
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import label_files, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
@@ -53,17 +51,6 @@ def edits(truth: str, read: str) -> tuple[int, int, int]:
         else:
             ins, j = ins + 1, j - 1
     return subs, ins, dels
-
-
-def through_cli(blobs: list[bytes], suffix: str) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        for position, blob in enumerate(blobs):
-            (Path(tmp) / f"{position:05d}{suffix}").write_bytes(blob)
-        done = subprocess.run(
-            [sys.executable, "-m", "handler", "label", tmp], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-    records = {Path(r["source"]["key"]).stem: r for r in map(json.loads, done.stdout.splitlines())}
-    return [records[f"{i:05d}"] for i in range(len(blobs))]
 
 
 def score(truths: list[str], reads: list[str]) -> dict[str, float]:
@@ -100,7 +87,7 @@ def main() -> int:
         pages.append(string_page([data.images[i] for i in chosen], labels, rng, lines=lines, touch=TOUCH))
         glyph_sets.append(chosen)
     truths = [page.text for page in pages]
-    records = through_cli([page.data for page in pages], ".jpg")
+    records = label_files([page.data for page in pages])
     reads = [record.get("text", "") for record in records]
     touching = [i for i, page in enumerate(pages) if page.touching]
     apart = [i for i, page in enumerate(pages) if not page.touching]
@@ -112,7 +99,7 @@ def main() -> int:
     }
     singles = np.concatenate(glyph_sets)
     single_blobs = [photo_like(data.images[i], rng) for i in singles]
-    single_records = through_cli(single_blobs, ".jpg")
+    single_records = label_files(single_blobs)
     single_truth = [data.classes[data.labels[i]] for i in singles]
     single_error = float(np.mean([r.get("label") != t for r, t in zip(single_records, single_truth, strict=True)]))
     results["single_character_error"] = round(single_error, 4)
@@ -149,9 +136,7 @@ def main() -> int:
         f"  {results['ms_per_character']:.2f} ms per character vs {results['ms_per_single_character_image']:.2f} ms"
         f" per single-character image: {results['time_ratio']:.2f}x   (target <= 1.5x)"
     )
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "strings.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("strings", results)
     return 0
 
 

@@ -10,13 +10,13 @@ Run: .venv/bin/python -m training.line_ctc (trains runs/line_ctc, ~15 min on 2 c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import write_results  # noqa: E402
 from benchmarks.strings import score  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
@@ -56,9 +56,7 @@ def main() -> int:
     better = min(("segmentation_by_recognition", "ctc_line_reader"), key=lambda k: results[k]["cer"])
     results["reads_better"] = better
     print(f"  reads touching characters better: {better}")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "touching.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("touching", results)
     return 0
 
 
