@@ -132,13 +132,12 @@ def calibrate(
     With ``class_temperatures``, each row takes the temperature of its predicted class: a model can be
     underconfident on some classes and overconfident on others, and the argmax stays where it was."""
     if class_temperatures is not None:
-        rows = class_temperatures[probabilities.argmax(axis=-1)][..., np.newaxis]
-        scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / rows
-        scaled = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-        return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
-    if temperature == 1.0:
+        divisor: float | np.ndarray = class_temperatures[probabilities.argmax(axis=-1)][..., np.newaxis]
+    elif temperature == 1.0:
         return probabilities
-    scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    else:
+        divisor = temperature
+    scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / divisor
     scaled = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
     return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
 

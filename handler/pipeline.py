@@ -23,6 +23,7 @@ import numpy as np
 from handler import model as model_artifact
 from handler.config import Settings
 from handler.imaging import Candidates, ImageError
+from handler.imaging.errors import unreadable
 from handler.model import Classifier
 from handler.recognize import AllowError, read_page
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
@@ -163,8 +164,8 @@ def label(
                 raise
             except Exception as exc:  # a bug on this input's reading: its own error, not its batch's
                 LOGGER.exception("reading %s failed", source.key)
-                message = f"the service failed to read this image ({type(exc).__name__}); reported"
-                records.append(error_record(source, ErrorCode.UNREADABLE, message, info))
+                failure = unreadable(exc)
+                records.append(error_record(source, failure.code, str(failure), info))
                 continue
             records.append(result_record(source, reading, info))
     return records

@@ -19,7 +19,7 @@ import numpy as np
 
 from handler import imaging
 from handler.imaging import ImageError
-from handler.records import ErrorCode
+from handler.imaging.errors import unreadable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ def prepare_one(payload: bytes, max_pixels: int) -> Prepared:
         raise
     except Exception as exc:  # a bug, confined to the input that triggers it
         LOGGER.exception("reading an image failed: %s", type(exc).__name__)
-        return ImageError(
-            ErrorCode.UNREADABLE, f"the service failed to read this image ({type(exc).__name__}); reported"
-        )
+        return unreadable(exc)
 
 
 def readable_of(results: Sequence[Prepared]) -> list[int]:

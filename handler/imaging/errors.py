@@ -12,3 +12,8 @@ class ImageError(ValueError):
 
     def __reduce__(self) -> tuple[type[ImageError], tuple[ErrorCode, str]]:
         return type(self), (self.code, str(self))  # crosses the pipe from a worker process intact
+
+
+def unreadable(exc: Exception) -> ImageError:
+    """A bug of ours on one image, as that image's error: retrying the same bytes would fail the same way."""
+    return ImageError(ErrorCode.UNREADABLE, f"the service failed to read this image ({type(exc).__name__}); reported")
