@@ -59,6 +59,7 @@ bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tab
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/recognition.py
 	$(PY) benchmarks/strings.py
+	$(PY) benchmarks/touching.py
 	$(PY) benchmarks/allow_digits.py
 	$(PY) benchmarks/limits.py
 	$(PY) benchmarks/report.py

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.touching import WAYS as TOUCHING_WAYS  # noqa: E402
 from training.calibrate import calibration_table  # noqa: E402  - the model card's table, shown in the README too
 
 
@@ -180,6 +181,21 @@ def strings_table() -> str:
     return "\n".join(lines)
 
 
+def touching_table() -> str:
+    result = json.loads((RESULTS / "touching.json").read_text())
+    lines = [
+        f"{result['pages']} one-line photo-like pages of 2-4 held-out EMNIST glyphs, every neighbouring pair touching "
+        "or slightly overlapping (`benchmarks/touching.py`):",
+        "",
+        "| touching one-line pages | character error rate | exact | character count right |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, title in TOUCHING_WAYS.items():
+        r = result[name]
+        lines.append(f"| {title} | {r['cer']:.2%} | {r['exact']:.2%} | {r['count_right']:.2%} |")
+    return "\n".join(lines)
+
+
 def calibration_section() -> str:
     version = (ROOT / "models" / "DEFAULT").read_text().strip()
     report = json.loads((ROOT / "models" / version / "calibration.json").read_text())
@@ -216,6 +232,7 @@ def main() -> int:
     text = replace(text, "calibration", calibration_section())
     text = replace(text, "recognition", recognition_table())
     text = replace(text, "strings", strings_table())
+    text = replace(text, "touching", touching_table())
     text = replace(text, "models", models_table())
     readme.write_text(text)
     print("README tables regenerated from benchmarks/results/")

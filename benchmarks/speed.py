@@ -29,7 +29,7 @@ from benchmarks.common import write_results  # noqa: E402
 from handler import imaging, model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
-from handler.workers import Workers  # noqa: E402
+from handler.workers import Workers, scorer  # noqa: E402
 from training.data import load_folder  # noqa: E402
 from training.render import photo_like  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> int:
     batches = [glyphs[i : i + 64] for i in range(0, len(glyphs), 64)]
     items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(blobs)]
     item_batches = [items[i : i + 64] for i in range(0, len(items), 64)]
-    one, two = Workers(0), Workers(1, classifier.predict_in_helper)  # as Service.create makes them
+    one, two = Workers(0), Workers(1, scorer(classifier))  # as Service.create makes them
     two.prepare(blobs[:4], MAX_PIXELS)  # start the helper before timing
     rounds: dict[str, list[float]] = {k: [] for k in ("decode", "normalise", "inference", "label_1", "label_2")}
     for _ in range(args.rounds):  # interleaved, so drift hits every step alike

@@ -1,10 +1,11 @@
-"""Touching characters: segmentation by recognition (the service) against a segmentation-free CTC line
-reader (``training/line_ctc.py``), on the same photo-like pages of 2-4 held-out EMNIST glyphs in one line,
-every neighbouring pair touching or slightly overlapping. Character error rate and exact-string accuracy
-for each; the service keeps whichever reads them better (the issue's choice, measured here).
+"""Touching characters: the service with its line reader (wide blobs read whole by CTC) against the same
+service cutting them apart (segmentation by recognition alone), and the line reader alone on the whole
+line, on the same photo-like pages of 2-4 held-out EMNIST glyphs in one line, every neighbouring pair
+touching or slightly overlapping. Character error rate, exact strings and character count for each.
 
-Run: .venv/bin/python -m training.line_ctc (trains runs/line_ctc, ~15 min on 2 cores), then
-.venv/bin/python benchmarks/touching.py [--pages 400]. Writes benchmarks/results/touching.json.
+Run: .venv/bin/python benchmarks/touching.py [--pages 400] [--model models/<version>]
+(the version must hold a line reader: ``python -m training line-reader``). Writes
+benchmarks/results/touching.json.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -21,41 +24,49 @@ from benchmarks.strings import score  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
-from training import line_ctc  # noqa: E402
+from handler.recognize import decode_line  # noqa: E402
+from training import line_reader  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
+
+WAYS = {
+    "service_with_line_reader": "service, wide blobs read whole (bundled)",
+    "segmentation_by_recognition": "service, wide blobs cut (no line reader)",
+    "line_reader_on_whole_line": "line reader alone, whole line",
+}
 
 
 def main() -> int:
-    import keras
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=400)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
-    parser.add_argument("--ctc", default=str(ROOT / "runs" / "line_ctc" / "model.keras"))
+    parser.add_argument("--model", default=bundled_model_uri())
     args = parser.parse_args()
     data = load_folder(Path(args.data))
     held_out = stratified_split(data.labels, 0.15, 1234).val
-    images, labels, pages = line_ctc.make_lines(
+    strips, labels, pages = line_reader.make_lines(
         data.images[held_out], data.labels[held_out], args.pages, seed=2027, jobs=8
     )
+    keep = np.array([(row >= 0).sum() >= 2 for row in labels])  # touching: two characters or more
+    strips, labels, pages = strips[keep], labels[keep], [p for p, k in zip(pages, keep, strict=True) if k]
     truths = ["".join(data.classes[i] for i in row if i >= 0) for row in labels]
-    reader = keras.models.load_model(args.ctc, compile=False)
-    ctc = line_ctc.greedy(reader.predict(images[..., None], batch_size=64, verbose=0), data.classes)
-    classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
-    records = label([(local_source(f"{i}.jpg", p), p) for i, p in enumerate(pages)], classifier, 40_000_000)
-    service = [r.get("text", "").replace("\n", "") for r in records]
-    results = {
-        "pages": len(pages),
-        "segmentation_by_recognition": score(truths, service),
-        "ctc_line_reader": score(truths, ctc),
+    classifier = model.load(args.model, Path("/tmp/models"))
+    if classifier.line_reader is None:
+        raise SystemExit(f"{args.model} holds no line reader: run python -m training line-reader first")
+    items = [(local_source(f"{i}.jpg", p), p) for i, p in enumerate(pages)]
+    without = model.load(args.model, Path("/tmp/models"))
+    without.line_reader = None  # the same version, cutting every wide blob as before the line reader
+    read = {
+        "service_with_line_reader": label(items, classifier, 40_000_000),
+        "segmentation_by_recognition": label(items, without, 40_000_000),
     }
+    texts = {name: [r.get("text", "").replace("\n", "") for r in records] for name, records in read.items()}
+    frames = classifier.line_reader.predict(strips)
+    texts["line_reader_on_whole_line"] = ["".join(data.classes[c.index] for c in decode_line(f)) for f in frames]
+    results = {"pages": len(pages), **{name: score(truths, texts[name]) for name in WAYS}}
     print(f"{len(pages)} one-line pages of 2-4 touching held-out EMNIST glyphs, photo-like")
-    for name in ("segmentation_by_recognition", "ctc_line_reader"):
+    for name, title in WAYS.items():
         r = results[name]
-        print(f"  {name:28} CER {r['cer']:6.2%}  exact {r['exact']:6.2%}  count right {r['count_right']:6.2%}")
-    better = min(("segmentation_by_recognition", "ctc_line_reader"), key=lambda k: results[k]["cer"])
-    results["reads_better"] = better
-    print(f"  reads touching characters better: {better}")
+        print(f"  {title:42} CER {r['cer']:6.2%}  exact {r['exact']:6.2%}  count right {r['count_right']:6.2%}")
     write_results("touching", results)
     return 0
 

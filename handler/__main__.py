@@ -58,7 +58,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from handler.recognize import AllowError, allowed_mask
-    from handler.workers import Workers
+    from handler.workers import Workers, scorer
 
     settings = Settings.from_env()
     classifier = model.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=Storage().download)
@@ -69,7 +69,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         except AllowError as exc:
             print(f"error: --allow: {exc}", file=sys.stderr)
             return 2
-    workers = Workers(settings.cpu_workers - 1, classifier.predict_in_helper)
+    workers = Workers(settings.cpu_workers - 1, scorer(classifier))
     files = list(iter_files(args.folder))
     bar = tqdm(total=len(files), unit=" images", desc="label", disable=None, dynamic_ncols=True)  # stderr, TTY only
     for start in range(0, len(files), BATCH):

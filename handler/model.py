@@ -21,6 +21,7 @@ import numpy as np
 
 MANIFEST_NAME = "manifest.json"
 RUNTIME_FILE = "model.tflite"
+LINE_READER_FILE = "line_reader.tflite"  # optional: reads blobs of touching characters whole (CTC)
 FORMAT = 1
 INPUT_SPEC: dict[str, Any] = {
     "height": 28,
@@ -49,6 +50,7 @@ class Manifest:
     input: dict[str, Any] = field(default_factory=lambda: dict(INPUT_SPEC))
     format: int = FORMAT
     calibration: dict[str, Any] = field(default_factory=dict)  # {"temperature", "review_below", ...}
+    line_reader: dict[str, Any] = field(default_factory=dict)  # {"file": LINE_READER_FILE, "temperature"}
 
     @property
     def temperature(self) -> float:
@@ -79,6 +81,8 @@ class Manifest:
         }
         if self.calibration:
             body["calibration"] = self.calibration
+        if self.line_reader:
+            body["line_reader"] = self.line_reader
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -95,6 +99,7 @@ class Manifest:
                 input=raw["input"],
                 format=raw["format"],
                 calibration=raw.get("calibration") or {},
+                line_reader=raw.get("line_reader") or {},
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{source}: not a model manifest ({exc!r})") from exc
@@ -118,6 +123,15 @@ class Manifest:
             isinstance(per_class, list) and all(isinstance(t, (int, float)) and 0.05 <= t <= 20 for t in per_class)
         ):
             raise ModelError(f"{source}: class_temperatures must be a list of temperatures in 0.05-20")
+        reader = manifest.line_reader
+        if reader and not (
+            isinstance(reader, dict)
+            and reader.get("file") == LINE_READER_FILE
+            and LINE_READER_FILE in manifest.files
+            and isinstance(reader.get("temperature"), (int, float))
+            and 0.05 <= reader["temperature"] <= 20
+        ):
+            raise ModelError(f"{source}: line_reader must name {LINE_READER_FILE} (listed in files) and a temperature")
         return manifest
 
     @property
@@ -184,18 +198,70 @@ def verify_file(path: Path, manifest: Manifest) -> None:
         raise ModelError(f"{path}: sha256 {actual} does not match the manifest's {expected['sha256']}")
 
 
-class Classifier:
-    """A verified model version, ready to predict; thread-safe, one interpreter per process."""
+class _Runtime:
+    """One LiteRT interpreter, resized to each batch, shared by threads under a lock (re-made after a fork)."""
 
-    def __init__(self, manifest: Manifest, tflite_path: Path, num_threads: int | None = None) -> None:
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.manifest = manifest
-        self._interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         output = self._interpreter.get_output_details()[0]
         self._output = output["index"]
-        outputs = int(output["shape"][-1])
+        self.outputs = int(output["shape"][-1])
+        self._batch = 0
+        self._lock = threading.Lock()
+        self._owner = os.getpid()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self._owner != os.getpid():  # a forked helper: the parent's lock may have been held at fork
+            self._owner, self._lock = os.getpid(), threading.Lock()
+        with self._lock:
+            if len(batch) != self._batch:
+                self._interpreter.resize_tensor_input(self._input, list(batch.shape))
+                self._interpreter.allocate_tensors()
+                self._batch = len(batch)
+            self._interpreter.set_tensor(self._input, batch)
+            self._interpreter.invoke()
+            return np.array(self._interpreter.get_tensor(self._output))
+
+
+class LineReader:
+    """The CTC line reader: strips of touching characters (``handler.imaging.strip``) -> per-column
+    probabilities over the classes and CTC's blank (last). ``temperature`` calibrates its characters."""
+
+    def __init__(self, path: Path, temperature: float, num_threads: int | None = None) -> None:
+        from handler.imaging.strip import HEIGHT, WIDTH
+
+        self._shape = (HEIGHT, WIDTH)
+        self._runtime = _Runtime(path, num_threads)
+        self.temperature = temperature
+
+    @property
+    def outputs(self) -> int:
+        return self._runtime.outputs
+
+    def predict(self, strips: np.ndarray) -> np.ndarray:
+        """(n, 32, 128) float32 in [0, 1], white ink on black -> (n, columns, classes + 1)."""
+        if len(strips) == 0:
+            return np.zeros((0, self._shape[1] // 4, self.outputs), dtype=np.float32)
+        return self._runtime.run(np.ascontiguousarray(strips, dtype=np.float32).reshape(len(strips), *self._shape, 1))
+
+
+class Classifier:
+    """A verified model version, ready to predict; thread-safe, one interpreter per process. With a line
+    reader in the version, :attr:`line_reader` reads blobs of touching characters (else None)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        tflite_path: Path,
+        num_threads: int | None = None,
+        line_reader_path: Path | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self._runtime = _Runtime(tflite_path, num_threads)
+        outputs = self._runtime.outputs
         if outputs != len(manifest.classes):
             raise ModelError(
                 f"{manifest.version}: the manifest lists {len(manifest.classes)} classes but {tflite_path.name} "
@@ -206,9 +272,14 @@ class Classifier:
             raise ModelError(
                 f"{manifest.version}: calibration gives {len(per_class)} class temperatures for {outputs} classes"
             )
-        self._batch = 0
-        self._lock = threading.Lock()
-        self._owner = os.getpid()
+        self.line_reader: LineReader | None = None
+        if line_reader_path is not None and manifest.line_reader:
+            self.line_reader = LineReader(line_reader_path, float(manifest.line_reader["temperature"]), num_threads)
+            if self.line_reader.outputs != outputs + 1:
+                raise ModelError(
+                    f"{manifest.version}: {LINE_READER_FILE} has {self.line_reader.outputs} outputs, "
+                    f"not the {outputs} classes and a blank"
+                )
 
     @property
     def classes(self) -> str:
@@ -219,21 +290,8 @@ class Classifier:
         if len(images) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         batch = np.ascontiguousarray(images, dtype=np.float32).reshape(len(images), 28, 28, 1)
-        with self._lock:
-            if len(batch) != self._batch:
-                self._interpreter.resize_tensor_input(self._input, list(batch.shape))
-                self._interpreter.allocate_tensors()
-                self._batch = len(batch)
-            self._interpreter.set_tensor(self._input, batch)
-            self._interpreter.invoke()
-            probabilities = np.array(self._interpreter.get_tensor(self._output))
+        probabilities = self._runtime.run(batch)
         return calibrate(probabilities, self.manifest.temperature, self.manifest.class_temperatures)
-
-    def predict_in_helper(self, images: np.ndarray) -> np.ndarray:
-        """:meth:`predict` in a forked helper process: its own lock, as the parent's may have been held at fork."""
-        if self._owner != os.getpid():
-            self._owner, self._lock = os.getpid(), threading.Lock()
-        return self.predict(images)
 
 
 Fetcher = Callable[[str, Path], None]
@@ -241,16 +299,17 @@ Fetcher = Callable[[str, Path], None]
 
 
 def resolve(uri: str, cache_dir: Path, fetch: Fetcher | None = None) -> tuple[Manifest, Path]:
-    """Find a version's manifest and runtime file locally, downloading from S3 into ``cache_dir``."""
+    """Find a version's manifest and runtime files locally (the line reader's beside the classifier's),
+    downloading from S3 into ``cache_dir``; returns the manifest and the classifier's file."""
     if not uri.startswith("s3://"):
         folder = Path(uri)
         manifest_path = folder / MANIFEST_NAME
         if not manifest_path.exists():
             raise ModelError(f"{folder}: no {MANIFEST_NAME}; MODEL_URI must name one model version folder")
         manifest = Manifest.from_json(manifest_path.read_bytes(), str(manifest_path))
-        tflite = folder / RUNTIME_FILE
-        verify_file(tflite, manifest)
-        return manifest, tflite
+        for name in _runtime_files(manifest):
+            verify_file(folder / name, manifest)
+        return manifest, folder / RUNTIME_FILE
     if fetch is None:
         raise ModelError(f"{uri}: an S3 model needs a fetcher")
     base = uri.rstrip("/")
@@ -259,11 +318,16 @@ def resolve(uri: str, cache_dir: Path, fetch: Fetcher | None = None) -> tuple[Ma
     manifest_path = local / MANIFEST_NAME
     fetch(f"{base}/{MANIFEST_NAME}", manifest_path)
     manifest = Manifest.from_json(manifest_path.read_bytes(), f"{base}/{MANIFEST_NAME}")
-    tflite = local / RUNTIME_FILE
-    if not (tflite.exists() and sha256_file(tflite) == manifest.runtime_sha256):
-        fetch(f"{base}/{RUNTIME_FILE}", tflite)
-    verify_file(tflite, manifest)
-    return manifest, tflite
+    for name in _runtime_files(manifest):
+        path = local / name
+        if not (path.exists() and sha256_file(path) == manifest.files[name]["sha256"]):
+            fetch(f"{base}/{name}", path)
+        verify_file(path, manifest)
+    return manifest, local / RUNTIME_FILE
+
+
+def _runtime_files(manifest: Manifest) -> list[str]:
+    return [RUNTIME_FILE, LINE_READER_FILE] if manifest.line_reader else [RUNTIME_FILE]
 
 
 def load(uri: str, cache_dir: Path, fetch: Fetcher | None = None, num_threads: int | None = None) -> Classifier:
@@ -273,7 +337,8 @@ def load(uri: str, cache_dir: Path, fetch: Fetcher | None = None, num_threads: i
     """
     try:
         manifest, tflite = resolve(uri, cache_dir, fetch)
-        return Classifier(manifest, tflite, num_threads=num_threads)
+        reader = tflite.parent / LINE_READER_FILE if manifest.line_reader else None
+        return Classifier(manifest, tflite, num_threads=num_threads, line_reader_path=reader)
     except ModelError as exc:
         if uri in str(exc):
             raise

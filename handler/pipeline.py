@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, TypeVar, overload
 
-import numpy as np
-
 from handler import model as model_artifact
 from handler.config import Settings
 from handler.imaging import Candidates, ImageError
@@ -29,7 +27,7 @@ from handler.recognize import AllowError, read_page
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
 from handler.sinks import RecordSlots, S3RecordSink, batch_key, write_batch
 from handler.storage import ALLOW_METADATA, ObjectMissing, ObjectTooLarge, Storage
-from handler.workers import Workers, glyphs_of, prepare_one, readable_of, split_rows
+from handler.workers import Scores, Workers, prepare_one, readable_of, scorer
 
 LOGGER = logging.getLogger(__name__)
 Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
@@ -59,7 +57,7 @@ class Service:
     def create(cls, settings: Settings, storage: Storage | None = None) -> Service:
         storage = storage or Storage()
         classifier = model_artifact.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=storage.download)
-        return cls(settings, storage, classifier, Workers(settings.cpu_workers - 1, classifier.predict_in_helper))
+        return cls(settings, storage, classifier, Workers(settings.cpu_workers - 1, scorer(classifier)))
 
     @cached_property
     def model_info(self) -> ModelInfo:
@@ -107,14 +105,13 @@ def label(
     """
     info = model_info(classifier)
     prepared: list[Candidates | ImageError | None] = [p if isinstance(p, ImageError) else None for _, p in items]
-    probabilities: dict[int, np.ndarray] = {}
+    scores: dict[int, Scores] = {}
     todo = [i for i, (_, payload) in enumerate(items) if not isinstance(payload, ImageError)]
+    score = scorer(classifier)
 
     def predict(indices: list[int]) -> None:
         readable = [i for i in indices if isinstance(prepared[i], Candidates)]
-        if readable:
-            rows = classifier.predict(glyphs_of(prepared, readable))  # type: ignore[arg-type]
-            probabilities.update(zip(readable, split_rows(prepared, readable, rows), strict=True))  # type: ignore[arg-type]
+        scores.update(zip(readable, score([prepared[i] for i in readable]), strict=True))  # type: ignore[misc]
 
     if workers and workers.processes and len(todo) > 1:
         started = time.perf_counter()
@@ -126,9 +123,7 @@ def label(
             if predicted is None:
                 predict(indices)  # the caller's own share, while the helpers finish theirs
             else:
-                readable = readable_of(share)
-                rows = split_rows(share, readable, predicted)
-                probabilities.update(zip([indices[i] for i in readable], rows, strict=True))
+                scores.update(zip([indices[i] for i in readable_of(share)], predicted, strict=True))
         if deadline:
             deadline.took(time.perf_counter() - started)
     else:
@@ -151,8 +146,10 @@ def label(
             try:
                 reading = read_page(
                     page,
-                    probabilities[index],
+                    scores[index].glyphs,
                     classifier.classes,
+                    strips=scores[index].strips,
+                    strip_temperature=classifier.line_reader.temperature if classifier.line_reader else 1.0,
                     top_k=top_k,
                     allow=allows[index],
                     review_below=classifier.manifest.review_below,

@@ -12,13 +12,15 @@ into the capital's class, so allowing ``c`` allows the class ``C``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from handler.imaging import Box, Candidates
-from handler.imaging.segment import Line, Piece
+from handler.imaging.segment import Piece, Wide
+from handler.imaging.strip import FRAME, strip_columns
 
 CHARACTER_BONUS = 0.3  # log-odds credited per character: a plain product of probabilities favours merging
 REVIEW_SEGMENTATION = 0.5  # when another count of characters is as likely, the whole reading asks for review
@@ -146,38 +148,128 @@ def read(
     return Reading((character,), allow or None, 1.0, character.review)
 
 
+@dataclass(frozen=True)
+class LineCharacter:
+    """One character on the line reader's best path: its class, the columns it spans (first, peak, last)
+    and the class probabilities at its peak column (blank left out, summing to 1)."""
+
+    index: int
+    first: int
+    peak: int
+    last: int
+    probabilities: np.ndarray
+
+
+def decode_line(frames: np.ndarray, allowed: np.ndarray | None = None) -> list[LineCharacter]:
+    """CTC best path over (columns, classes + blank) probabilities: the likeliest class per column, repeats
+    merged, blanks dropped. With ``allowed`` (a class mask), the other classes are taken out first."""
+    if allowed is not None:
+        frames = frames * np.append(allowed, True)
+    classes = frames.shape[1] - 1
+    best = frames.argmax(axis=1)
+    found: list[LineCharacter] = []
+    column = 0
+    while column < len(best):
+        index = int(best[column])
+        end = column
+        while end + 1 < len(best) and best[end + 1] == index:
+            end += 1
+        if index != classes:
+            peak = column + int(frames[column : end + 1, index].argmax())
+            at_peak = frames[peak, :classes]
+            found.append(LineCharacter(index, column, peak, end, at_peak / max(float(at_peak.sum()), 1e-30)))
+        column = end + 1
+    return found
+
+
 def _piece_score(piece: Piece, best: float) -> float:
     """log P(label), less the geometry's doubt that this piece is one character."""
     return math.log(max(best, 1e-12)) - piece.doubt + CHARACTER_BONUS
 
 
-def _best_split(line: Line, scores: list[float]) -> tuple[list[int], float]:
-    """The pieces (indices into ``line.pieces``) that tile the line best, and the probability that the line
-    holds that many characters (a softmax over the best split for each count)."""
-    atoms = line.atoms
+@dataclass(frozen=True)
+class _Option:
+    """A way to read atoms ``first``..``last``: one candidate piece (``piece``), or a wide blob read whole
+    by the line reader (``characters``)."""
+
+    first: int
+    last: int
+    score: float
+    piece: int | None = None
+    characters: tuple[Character, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.characters) if self.piece is None else 1
+
+
+def _best_split(atoms: int, options: list[_Option]) -> tuple[list[_Option], float]:
+    """The options that tile the line's atoms best, and the probability that the line holds that many
+    characters (a softmax over the best split for each count)."""
+    most = sum(max(option.count, 1) for option in options) + 1
     ending: list[list[int]] = [[] for _ in range(atoms + 1)]
-    for index, piece in enumerate(line.pieces):
-        ending[piece.last + 1].append(index)
-    best = np.full((atoms + 1, atoms + 1), -np.inf)  # best[end atom][number of characters]
-    back = np.full((atoms + 1, atoms + 1), -1, dtype=np.int64)
+    for index, option in enumerate(options):
+        ending[option.last + 1].append(index)
+    best = np.full((atoms + 1, most + 1), -np.inf)  # best[end atom][number of characters]
+    back = np.full((atoms + 1, most + 1), -1, dtype=np.int64)
     best[0, 0] = 0.0
     for end in range(1, atoms + 1):
         for index in ending[end]:
-            start = line.pieces[index].first
-            candidate = best[start, :-1] + scores[index]
-            better = candidate > best[end, 1:]
-            best[end, 1:][better] = candidate[better]
-            back[end, 1:][better] = index
+            option = options[index]
+            count = option.count
+            candidate = best[option.first, : most + 1 - count] + option.score
+            better = candidate > best[end, count:]
+            best[end, count:][better] = candidate[better]
+            back[end, count:][better] = index
     totals = best[atoms]
     count = int(np.argmax(totals))
     finite = totals[np.isfinite(totals)]
     sure = float(1.0 / np.exp(finite - totals[count]).sum())
     chosen, end, remaining = [], atoms, count
     while end > 0:
-        index = int(back[end, remaining])
-        chosen.append(index)
-        end, remaining = line.pieces[index].first, remaining - 1
+        option = options[int(back[end, remaining])]
+        chosen.append(option)
+        end, remaining = option.first, remaining - option.count
     return chosen[::-1], sure
+
+
+def _calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    if temperature == 1.0:
+        return probabilities
+    scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    scaled = np.exp(scaled - scaled.max())
+    return scaled / scaled.sum()
+
+
+def _read_whole(
+    wide: Wide,
+    frames: np.ndarray,
+    found: Candidates,
+    *,
+    classes: str,
+    allow: str | None,
+    temperature: float,
+    top_k: int,
+    review_below: float | None,
+    line: int,
+) -> tuple[Character, ...]:
+    """A wide blob as the line reader reads it: its characters, each boxed by the columns between its
+    neighbours' (the reader's alignment), with calibrated confidences."""
+    mask = allowed_mask(classes, allow) if allow else None
+    path = decode_line(frames, mask)
+    columns = strip_columns(wide.box)
+    to_blob = wide.box.width / columns  # blob pixels per strip column
+    edges = [0]
+    for before, after in itertools.pairwise(path):
+        middle = (before.last + 1 + after.first) / 2 * FRAME
+        edges.append(round(min(middle, columns) * to_blob))
+    edges.append(wide.box.width)
+    characters = []
+    for character, left, right in zip(path, edges, edges[1:], strict=False):
+        probabilities = restrict(_calibrated(character.probabilities, temperature), classes, allow)
+        box = found.box(wide.column_box(left, max(left, right - 1)))
+        characters.append(_character(probabilities, classes, top_k, review_below, box, line))
+    return tuple(characters)
 
 
 def read_page(
@@ -185,27 +277,57 @@ def read_page(
     probabilities: np.ndarray,
     classes: str,
     *,
+    strips: np.ndarray | None = None,
+    strip_temperature: float = 1.0,
     top_k: int = 5,
     allow: str | None = None,
     review_below: float | None = None,
 ) -> Reading:
-    """A page's candidates and their probabilities (one row per piece) -> the best :class:`Reading`."""
+    """A page's candidates and their probabilities (one row per piece) -> the best :class:`Reading`.
+
+    With the line reader's ``strips`` (per-column probabilities, one per wide blob), a wide blob that it
+    reads as two or more characters is read its way: touching characters are read whole, not cut."""
     restricted = restrict(probabilities, classes, allow)
     top_k = _top_k(classes, allow, top_k)
     top_probability = restricted.max(axis=1)
     characters: list[Character] = []
     segmentation = 1.0
+    strip = 0
     for number, line in enumerate(found.segmentation.lines):
-        rows = range(line.offset, line.offset + len(line.pieces))
-        scores = [
-            _piece_score(piece, float(top_probability[row])) for piece, row in zip(line.pieces, rows, strict=True)
+        options = [
+            _Option(piece.first, piece.last, _piece_score(piece, float(top_probability[line.offset + index])), index)
+            for index, piece in enumerate(line.pieces)
         ]
-        chosen, sure = _best_split(line, scores)
+        for wide in line.wide:
+            if strips is None or strip >= len(strips):
+                break
+            whole = _read_whole(
+                wide,
+                strips[strip],
+                found,
+                classes=classes,
+                allow=allow,
+                temperature=strip_temperature,
+                top_k=top_k,
+                review_below=review_below,
+                line=number,
+            )
+            strip += 1
+            if len(whole) >= 2:  # touching characters: read whole, never cut (one: the classifier knows best)
+                options = [o for o in options if o.last < wide.first or o.first > wide.last]
+                score = sum(math.log(max(c.confidence, 1e-12)) + CHARACTER_BONUS for c in whole)
+                options.append(_Option(wide.first, wide.last, score, characters=whole))
+        chosen, sure = _best_split(line.atoms, options)
         segmentation *= sure
-        for index in chosen:
-            piece = line.pieces[index]
+        for option in chosen:
+            if option.piece is None:
+                characters.extend(option.characters)
+                continue
+            piece = line.pieces[option.piece]
             characters.append(
-                _character(restricted[line.offset + index], classes, top_k, review_below, found.box(piece), number)
+                _character(
+                    restricted[line.offset + option.piece], classes, top_k, review_below, found.box(piece), number
+                )
             )
     review = None
     if review_below is not None:

@@ -13,7 +13,9 @@ import contextlib
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,10 +23,47 @@ from handler import imaging
 from handler.imaging import ImageError
 from handler.imaging.errors import unreadable
 
+if TYPE_CHECKING:
+    from handler.model import Classifier
+
 LOGGER = logging.getLogger(__name__)
 
 Prepared = imaging.Candidates | ImageError
-Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The model's answers for one page: a probability row per candidate glyph and, with a line reader, its
+    per-column probabilities for each wide blob (None: the version has no line reader)."""
+
+    glyphs: np.ndarray
+    strips: np.ndarray | None = None
+
+
+Predict = Callable[[Sequence[imaging.Candidates]], list[Scores]]
+
+
+def scorer(classifier: Classifier) -> Predict:
+    """Pages -> their :class:`Scores`: every glyph of every page in one batch, every strip in another."""
+
+    def score(pages: Sequence[imaging.Candidates]) -> list[Scores]:
+        if not pages:
+            return []
+        glyphs = classifier.predict(np.concatenate([page.glyphs for page in pages]))
+        rows = np.split(glyphs, np.cumsum([len(page.glyphs) for page in pages])[:-1])
+        counts = [len(page.strips) for page in pages]
+        reader = classifier.line_reader
+        if reader is None:
+            return [Scores(glyph_rows) for glyph_rows in rows]
+        if sum(counts):
+            frames = np.split(reader.predict(np.concatenate([page.strips for page in pages])), np.cumsum(counts)[:-1])
+        else:
+            frames = [reader.predict(page.strips) for page in pages]
+        return [Scores(glyph_rows, strip_frames) for glyph_rows, strip_frames in zip(rows, frames, strict=True)]
+
+    return score
+
+
 OWN_SHARE = 0.9  # the caller's share of the images, relative to a helper's: it also builds the records
 
 
@@ -46,17 +85,6 @@ def readable_of(results: Sequence[Prepared]) -> list[int]:
     return [i for i, result in enumerate(results) if isinstance(result, imaging.Candidates)]
 
 
-def glyphs_of(results: Sequence[Prepared], readable: Sequence[int]) -> np.ndarray:
-    """Every candidate glyph of the readable results, in order: one batch for the model."""
-    return np.concatenate([results[i].glyphs for i in readable])  # type: ignore[union-attr]
-
-
-def split_rows(results: Sequence[Prepared], readable: Sequence[int], probabilities: np.ndarray) -> list[np.ndarray]:
-    """The batch's probability rows handed back to each readable result (one row per candidate glyph)."""
-    counts = [len(results[i].glyphs) for i in readable]  # type: ignore[union-attr]
-    return np.split(probabilities, np.cumsum(counts)[:-1])
-
-
 def _serve(connection: Connection, inherited: list[Connection], predict: Predict | None) -> None:
     for other in inherited:  # the caller's ends, copied by fork: holding them would hide the caller's death
         other.close()
@@ -70,8 +98,8 @@ def _serve(connection: Connection, inherited: list[Connection], predict: Predict
         payloads, max_pixels = job
         results = [prepare_one(payload, max_pixels) for payload in payloads]
         readable = readable_of(results)
-        probabilities = predict(glyphs_of(results, readable)) if predict and readable else None
-        connection.send((results, probabilities))
+        scores = predict([results[i] for i in readable]) if predict and readable else None  # type: ignore[misc]
+        connection.send((results, scores))
 
 
 class Workers:
@@ -104,8 +132,8 @@ class Workers:
 
     def shares(
         self, payloads: Sequence[bytes], max_pixels: int
-    ) -> Iterator[tuple[list[int], list[Prepared], np.ndarray | None]]:
-        """(indices, results, probabilities of the readable ones or None) for each process's share. The
+    ) -> Iterator[tuple[list[int], list[Prepared], list[Scores] | None]]:
+        """(indices, results, scores of the readable ones or None) for each process's share. The
         caller's own share comes first and is not predicted here: the caller runs the model on it while
         the helpers finish theirs."""
         if self.processes == 0 or len(payloads) < 2:

@@ -166,20 +166,23 @@ def test_an_ensemble_of_runs_is_one_model_that_exports(trained_run: Path, tiny_d
     assert result.agreement >= 0.999
 
 
-def test_the_ctc_line_reader_decodes_best_paths_and_reads_lines_as_the_service_finds_them() -> None:
-    from training import line_ctc
-    from training.render import string_page
-
-    classes = EMNIST_BALANCED_CLASSES
-    blank = line_ctc.BLANK
-    columns = np.zeros((1, 6, 48))
-    for t, index in enumerate([10, 10, blank, 10, 7, blank]):  # A A - A 7 -  ->  "AA7"
-        columns[0, t, index] = 1
-    assert line_ctc.greedy(columns, classes) == ["AA7"]
+def test_the_line_reader_trains_on_the_strips_serving_makes_and_converts_to_litert_builtins(tmp_path: Path) -> None:
     from PIL import Image
+
+    from handler.imaging.strip import HEIGHT, WIDTH
+    from handler.model import LineReader
+    from training import line_reader
+    from training.render import string_page
 
     glyphs = [np.asarray(Image.open(p).convert("L")) for p in sorted(FIXTURE_GLYPHS)]
     page = string_page(glyphs[:3], "xyz", np.random.default_rng(1), touch=1.0)
-    line = line_ctc.line_image(page.data)
-    assert line is not None and line.shape == (line_ctc.HEIGHT, line_ctc.WIDTH) and line.max() > 0.5
-    assert line_ctc.build().output_shape == (None, line_ctc.WIDTH // 4, 48)
+    strip = line_reader.page_strip(page.data)
+    assert strip is not None and strip.shape == (HEIGHT, WIDTH) and strip.max() == 1.0
+    model = line_reader.build()
+    assert model.output_shape == (None, WIDTH // 4, 48)
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    exported = line_reader.export(tmp_path / "run")  # an unrolled GRU: no TensorList (Select TF) ops
+    frames = LineReader(exported, temperature=1.0).predict(strip[np.newaxis])
+    assert frames.shape == (1, WIDTH // 4, 48)
+    np.testing.assert_allclose(frames.sum(axis=-1), 1.0, atol=1e-3)

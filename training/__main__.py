@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", default=DEFAULT_DATA)
     calibrate.add_argument("--to", type=Path, default=Path("models"), help="models root for the new version")
     calibrate.add_argument("--images", type=int, default=4000, help="per half and kind (clean, photo-like)")
+    reader = sub.add_parser(
+        "line-reader",
+        help="train the CTC line reader for touching characters; publish it with a version (--to)",
+    )
+    reader.add_argument("--model", type=Path, required=True, help="the published version to add it to")
+    reader.add_argument("--run", type=Path, default=Path("runs/line_reader"))
+    reader.add_argument("--data", default=DEFAULT_DATA)
+    reader.add_argument("--samples", type=int, default=32000, help="training lines")
+    reader.add_argument("--epochs", type=int, default=10)
+    reader.add_argument("--to", type=Path, help="models root for the new version (default: do not publish)")
     run = sub.add_parser("run", help="train, evaluate, export and (with --publish) publish in one go")
     _add_common(run)
     _add_train(run)
@@ -111,6 +121,22 @@ def main(argv: list[str] | None = None) -> int:
         report = summarise(measured)
         print(json.dumps(report, indent=2))
         print(f"published {publish_calibrated(args.model, args.to, report, measured)}")
+        return 0
+    if args.command == "line-reader":
+        import json
+
+        from handler.model import MANIFEST_NAME, Manifest
+        from training import line_reader
+
+        classes = Manifest.from_json((args.model / MANIFEST_NAME).read_bytes()).classes
+        if not (args.run / "model.keras").exists():  # resumable: a trained reader is kept
+            line_reader.train(args.run, args.data, args.samples, args.epochs)
+        line_reader.export(args.run)
+        report = {**line_reader.measure(args.run, args.data, classes), "train_lines": args.samples}
+        (args.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        if args.to:
+            print(f"published {line_reader.publish(args.model, args.run, args.to, report)}")
         return 0
     from training import pipeline  # heavy imports (TensorFlow) only after --help
 

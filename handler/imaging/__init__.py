@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,13 +12,17 @@ from handler.imaging.decode import MAX_WORK_SIDE, decode, decode_sized
 from handler.imaging.errors import ImageError
 from handler.imaging.glyph import as_emnist, glyph_of, normalise, to_glyph
 from handler.imaging.page import find_ink
-from handler.imaging.segment import Box, Line, Piece, Segmentation, segment
+from handler.imaging.segment import Box, Line, Piece, Segmentation, Wide, segment
+from handler.imaging.strip import HEIGHT as STRIP_HEIGHT
+from handler.imaging.strip import WIDTH as STRIP_WIDTH
+from handler.imaging.strip import to_strip
 
 __all__ = [
     "MAX_WORK_SIDE",
     "Box",
     "Candidates",
     "ImageError",
+    "Wide",
     "candidates",
     "decode",
     "decode_sized",
@@ -35,16 +39,18 @@ def prepare(data: bytes, max_pixels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Candidates:
-    """A page's candidate characters: one model input per piece, and where each piece is. ``scale`` maps the
-    segmentation's pixels to the input's (upright) pixels."""
+    """A page's candidate characters: one model input per piece, one line-reader strip per wide blob
+    (touching characters, read whole), and where each is. ``scale`` maps the segmentation's pixels to the
+    input's (upright) pixels."""
 
     glyphs: np.ndarray
     segmentation: Segmentation
     scale: tuple[float, float]
+    strips: np.ndarray = field(default_factory=lambda: np.zeros((0, STRIP_HEIGHT, STRIP_WIDTH), np.float32))
 
-    def box(self, piece: Piece) -> Box:
-        """Where a piece is, in the input's upright pixels."""
-        return piece.box.scaled(*self.scale)
+    def box(self, piece: Piece | Box) -> Box:
+        """Where a piece (or a box in the segmentation's pixels) is, in the input's upright pixels."""
+        return (piece.box if isinstance(piece, Piece) else piece).scaled(*self.scale)
 
 
 def _whole(shape: tuple[int, int]) -> Segmentation:
@@ -73,4 +79,8 @@ def page_candidates(gray: np.ndarray, size: tuple[int, int]) -> Candidates:
         glyphs = to_glyph(ink)[np.newaxis]
     else:
         glyphs = np.stack([glyph_of(ink, box, mask) for box, mask in found.masks])
-    return Candidates(glyphs, replace(found, masks=()), scale)  # the masks are spent: lighter to send home
+    strips = np.zeros((len(found.wide_masks), STRIP_HEIGHT, STRIP_WIDTH), np.float32)
+    for number, (box, mask) in enumerate(found.wide_masks):
+        strips[number] = to_strip(ink, box, mask)
+    spent = replace(found, masks=(), wide_masks=())  # lighter to send home
+    return Candidates(glyphs, spent, scale, strips)

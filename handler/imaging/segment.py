@@ -44,6 +44,7 @@ CUT_COST = 0.5  # doubt per stroke cut through (half to each side of the cut) ..
 ALONE_CUT = 3.0  # ... times this for a blob alone on its line
 BRIDGE_COST = 0.3  # doubt for joining two blobs into one character ...
 GAP_COST = 10.0  # ... plus this much per line height of paper between them
+READ_WHOLE = 1.15  # a blob wider than this many line heights (or one that is cut) also goes to the line reader
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,40 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class Wide:
+    """A blob that may hold touching characters, to be read whole (``handler.imaging.strip``): atoms
+    ``first``..``last`` of its line, its box, and its ink's top and bottom row in each of its columns."""
+
+    first: int
+    last: int
+    box: Box
+    tops: np.ndarray
+    bottoms: np.ndarray
+
+    def column_box(self, left: int, right: int) -> Box:
+        """The ink in columns ``left``..``right`` (relative to the blob) of this blob, tightly boxed."""
+        inked = self.tops[left : right + 1] >= 0
+        if not inked.any():
+            return Box(self.box.left + left, self.box.top, right - left + 1, self.box.height)
+        top = int(self.tops[left : right + 1][inked].min())
+        bottom = int(self.bottoms[left : right + 1][inked].max())
+        return Box(self.box.left + left, self.box.top + top, right - left + 1, bottom - top + 1)
+
+
+@dataclass(frozen=True)
 class Line:
     atoms: int
     height: float
     pieces: tuple[Piece, ...]  # glyphs for these are ``Segmentation.glyphs[offset : offset + len(pieces)]``
     offset: int
+    wide: tuple[Wide, ...] = ()  # strips for these follow those of the lines above, in order
+
+
+def _wide(first: int, last: int, box: Box, mask: np.ndarray) -> Wide:
+    inked = mask.any(axis=0)
+    tops = np.where(inked, mask.argmax(axis=0), -1)
+    bottoms = np.where(inked, mask.shape[0] - 1 - mask[::-1].argmax(axis=0), -1)
+    return Wide(first, last, box, tops.astype(np.int32), bottoms.astype(np.int32))
 
 
 @dataclass(frozen=True)
@@ -87,6 +117,7 @@ class Segmentation:
     lines: tuple[Line, ...]
     masks: tuple[tuple[Box, np.ndarray], ...]  # per piece: its box and ink mask (dropped once glyphs are made)
     shape: tuple[int, int]
+    wide_masks: tuple[tuple[Box, np.ndarray], ...] = ()  # per wide blob, likewise (dropped once strips are made)
 
     @property
     def single(self) -> bool:
@@ -211,11 +242,14 @@ def segment(ink: Ink) -> Segmentation:
         top, bottom, left, right = (int(v[0]) for v in (found.top, found.bottom, found.left, found.right))
         if right - left + 1 <= WIDE_ALONE * (bottom - top + 1):
             box = Box(left, top, right - left + 1, bottom - top + 1)
-            line = Line(1, float(box.height), (Piece(0, 0, box, 0.0),), 0)
-            return Segmentation((line,), ((box, ink.mask[top : bottom + 1, left : right + 1]),), ink.mask.shape)
+            mask = ink.mask[top : bottom + 1, left : right + 1]
+            wide = (_wide(0, 0, box, mask),) if box.width > READ_WHOLE * box.height else ()
+            line = Line(1, float(box.height), (Piece(0, 0, box, 0.0),), 0, wide)
+            return Segmentation((line,), ((box, mask),), ink.mask.shape, tuple((w.box, mask) for w in wide))
     order = np.argsort(-found.area, kind="stable")[:MAX_COMPONENTS]
     lines: list[Line] = []
     masks: list[tuple[Box, np.ndarray]] = []
+    wide_masks: list[tuple[Box, np.ndarray]] = []
     for members in _lines(found, order):
         blobs = _blobs(found, members)
         heights = [blob.bottom - blob.top + 1 for blob in blobs]
@@ -236,6 +270,7 @@ def segment(ink: Ink) -> Segmentation:
         atoms: list[tuple[int, int, int]] = []
         cut_at: list[float] = []
         blob_masks = []
+        wide_blobs: list[Wide] = []
         for number, blob in enumerate(blobs):
             keep = np.zeros(len(found), dtype=bool)
             keep[blob.members] = True
@@ -251,6 +286,10 @@ def segment(ink: Ink) -> Segmentation:
                 edges += cuts
                 costs += cut_costs
             edges.append(blob.right - blob.left + 1)
+            if len(edges) > 2 or (blob.right - blob.left + 1) > READ_WHOLE * height:
+                box = Box(blob.left, blob.top, blob.right - blob.left + 1, blob.bottom - blob.top + 1)
+                wide_blobs.append(_wide(len(atoms), len(atoms) + len(edges) - 2, box, blob_mask))
+                wide_masks.append((box, blob_mask))
             atoms += [(blob.left + a, blob.left + b - 1, number) for a, b in pairwise(edges)]
             cut_at += costs
         cut_at.append(0.0)
@@ -272,13 +311,13 @@ def segment(ink: Ink) -> Segmentation:
                 doubt += bridges + (cut_at[first] + cut_at[last + 1]) / 2
                 pieces.append(Piece(first, last, box, doubt))
                 masks.append((box, piece_mask))
-        lines.append(Line(len(atoms), height, tuple(pieces), len(masks) - len(pieces)))
+        lines.append(Line(len(atoms), height, tuple(pieces), len(masks) - len(pieces), tuple(wide_blobs)))
         if len(masks) > MAX_PIECES:
             raise ImageError(
                 ErrorCode.TOO_LARGE,
                 f"more than {MAX_PIECES} candidate characters on one page: not a page of handwriting we can read",
             )
-    return Segmentation(tuple(lines), tuple(masks), ink.mask.shape)
+    return Segmentation(tuple(lines), tuple(masks), ink.mask.shape, tuple(wide_masks))
 
 
 def _crop_mask(found: ops.Components, keep: np.ndarray, blob: _Blob) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""The line reader: touching characters in a wide blob are read whole (CTC), each with a box and a
+calibrated confidence; a blob it reads as one character stays the classifier's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handler import model
+from handler.imaging import candidates
+from handler.imaging.strip import FRAME, HEIGHT, WIDTH, strip_columns
+from handler.recognize import decode_line, read_page
+from tests.test_strings import LIMIT, page, png
+
+CLASSES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
+BLANK = len(CLASSES)
+COLUMNS = WIDTH // FRAME
+
+
+def frames(path: list[int | None], sure: float = 0.9) -> np.ndarray:
+    """(columns, classes + blank) probabilities whose best path is ``path`` (None: blank), padded with blanks."""
+    out = np.full((COLUMNS, BLANK + 1), (1 - sure) / BLANK, dtype=np.float32)
+    for column in range(COLUMNS):
+        index = path[column] if column < len(path) else None
+        out[column, BLANK if index is None else index] = sure
+    return out
+
+
+def test_best_path_merges_repeats_and_drops_blanks() -> None:
+    a, seven = CLASSES.index("A"), CLASSES.index("7")
+    found = decode_line(frames([a, a, None, a, seven, None]))
+    assert [CLASSES[c.index] for c in found] == ["A", "A", "7"]
+    assert [(c.first, c.last) for c in found] == [(0, 1), (3, 3), (4, 4)]
+    assert all(abs(c.probabilities.sum() - 1) < 1e-6 and len(c.probabilities) == BLANK for c in found)
+
+
+def test_allowed_characters_apply_to_every_column() -> None:
+    letter_o, zero = CLASSES.index("O"), CLASSES.index("0")
+    columns = frames([letter_o, None])
+    columns[0, zero] = 0.05
+    allowed = np.zeros(BLANK, dtype=bool)
+    allowed[:10] = True
+    assert [CLASSES[c.index] for c in decode_line(columns, allowed)] == ["0"]
+
+
+@pytest.fixture(scope="module")
+def touching():
+    found = candidates(png(page([[1, 2]], gap=-14)), LIMIT)  # one blob: the ink runs together
+    assert len(found.strips) == 1 and found.strips.max() == 1.0
+    return found
+
+
+def test_a_blob_read_as_two_characters_gives_two_boxed_characters(touching) -> None:
+    wide = touching.segmentation.lines[0].wide[0]
+    columns = strip_columns(wide.box) // FRAME
+    a, seven = CLASSES.index("A"), CLASSES.index("7")
+    path = [None] * columns
+    path[columns // 4], path[3 * columns // 4] = a, seven
+    rows = np.full((len(touching.glyphs), BLANK), 1 / BLANK, dtype=np.float32)
+    reading = read_page(touching, rows, CLASSES, strips=frames(path)[np.newaxis], review_below=0.99)
+    assert reading.text == "A7"
+    first, second = (c.box for c in reading.characters)
+    assert first is not None and second is not None
+    assert first.left < second.left and first.left + first.width <= second.left + 1
+    whole = touching.box(wide.box)
+    assert first.left == whole.left and second.left + second.width == whole.left + whole.width
+    assert all(c.review for c in reading.characters)  # 0.9 < 0.99
+
+
+def test_a_blob_read_as_one_character_is_left_to_the_classifier(touching) -> None:
+    rows = np.full((len(touching.glyphs), BLANK), 1e-3, dtype=np.float32)
+    rows[:, CLASSES.index("M")] = 1.0
+    one = frames([None, CLASSES.index("W"), None])[np.newaxis]
+    reading = read_page(touching, rows, CLASSES, strips=one)
+    assert "W" not in reading.text and set(reading.text) == {"M"}
+
+
+def test_the_bundled_version_reads_touching_glyphs_with_its_line_reader(classifier) -> None:
+    assert classifier.line_reader is not None
+    from handler.pipeline import label, local_source
+
+    data = png(page([[0, 3, 1]], gap=-14))  # one blob of three glyphs
+    record = label([(local_source("p.png", data), data)], classifier, LIMIT)[0]
+    assert len(record["characters"]) == 3 and "label" not in record
+
+
+def test_a_version_naming_a_line_reader_it_does_not_hold_is_refused(model_uri: str, tmp_path: Path) -> None:
+    folder = tmp_path / "version"
+    shutil.copytree(model_uri, folder)
+    body = json.loads((folder / model.MANIFEST_NAME).read_text())
+    body["files"].pop(model.LINE_READER_FILE, None)
+    body["line_reader"] = {"file": model.LINE_READER_FILE, "temperature": 1.0}
+    (folder / model.MANIFEST_NAME).write_text(json.dumps(body))
+    with pytest.raises(model.ModelError, match="line_reader"):
+        model.load(str(folder), tmp_path / "cache")
+
+
+def test_a_tampered_line_reader_is_refused(model_uri: str, tmp_path: Path) -> None:
+    folder = tmp_path / "version"
+    shutil.copytree(model_uri, folder)
+    assert json.loads((folder / model.MANIFEST_NAME).read_text()).get("line_reader")
+    with (folder / model.LINE_READER_FILE).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(model.ModelError, match="sha256"):
+        model.load(str(folder), tmp_path / "cache")
+
+
+def test_strips_are_32_by_128_and_left_aligned(touching) -> None:
+    strip = touching.strips[0]
+    assert strip.shape == (HEIGHT, WIDTH)
+    used = strip_columns(touching.segmentation.lines[0].wide[0].box)
+    assert strip[:, used:].max() == 0 and strip[:, :used].max() == 1.0
