@@ -63,11 +63,11 @@ def test_folder_without_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_s3_version_is_downloaded_verified_and_cached(s3, model_uri: str, tmp_path: Path) -> None:
     version = Path(model_uri).name
-    for name in ("manifest.json", "model.tflite"):
+    for name in ("manifest.json", "model.tflite", "line_reader.tflite"):
         s3.upload_file(str(Path(model_uri) / name), "test-bucket", f"models/{version}/{name}")
     uri = f"s3://test-bucket/models/{version}/"
     loaded = model.load(uri, tmp_path, fetch=Storage().download)
-    assert loaded.manifest.version == version
+    assert loaded.manifest.version == version and loaded.line_reader is not None
     s3.put_object(Bucket="test-bucket", Key=f"models/{version}/model.tflite", Body=b"tampered")
     again = model.load(uri, tmp_path, fetch=Storage().download)  # cached copy still matches: no re-download
     assert again.manifest.version == version
