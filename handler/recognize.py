@@ -23,6 +23,8 @@ from handler.imaging.segment import Piece, Wide
 from handler.imaging.strip import FRAME, strip_columns
 
 CHARACTER_BONUS = 0.3  # log-odds credited per character: a plain product of probabilities favours merging
+WHOLE_ODDS = 0.0  # the line reader's reading of a wide blob is kept when likelier than any single character ...
+ALONE_ODDS = 3.0  # ... and 20 times likelier for a blob alone on its page: most such uploads are one wide letter
 REVIEW_SEGMENTATION = 0.5  # when another count of characters is as likely, the whole reading asks for review
 
 
@@ -182,6 +184,44 @@ def decode_line(frames: np.ndarray, allowed: np.ndarray | None = None) -> list[L
     return found
 
 
+def line_probability(frames: np.ndarray, labels: list[int]) -> float:
+    """CTC's probability of the label sequence, summed over every alignment (the forward algorithm)."""
+    blank = frames.shape[1] - 1
+    extended = [blank]
+    for index in labels:
+        extended += [index, blank]
+    emit = frames[:, extended].astype(np.float64)  # (columns, states)
+    states = len(extended)
+    skip = np.zeros(states, dtype=bool)  # a state reachable two back: a label unlike the one before it
+    for state in range(2, states):
+        skip[state] = extended[state] != blank and extended[state] != extended[state - 2]
+    alpha = np.zeros(states)
+    alpha[0] = emit[0, 0]
+    if states > 1:
+        alpha[1] = emit[0, 1]
+    for column in range(1, len(frames)):
+        moved = alpha.copy()
+        moved[1:] += alpha[:-1]
+        moved[2:] += np.where(skip[2:], alpha[:-2], 0.0)
+        alpha = moved * emit[column]
+    return float(alpha[-1] + (alpha[-2] if states > 1 else 0.0))
+
+
+def one_character_probabilities(frames: np.ndarray) -> np.ndarray:
+    """CTC's probability that the blob holds exactly one character, of each class (forward algorithm,
+    every class at once)."""
+    frames = frames.astype(np.float64)
+    blank, labels = frames[:, -1], frames[:, :-1]
+    before, inside, after = blank[0], labels[0].copy(), np.zeros(labels.shape[1])
+    for column in range(1, len(frames)):
+        before, inside, after = (
+            before * blank[column],
+            (before + inside) * labels[column],
+            (inside + after) * blank[column],
+        )
+    return inside + after
+
+
 def _piece_score(piece: Piece, best: float) -> float:
     """log P(label), less the geometry's doubt that this piece is one character."""
     return math.log(max(best, 1e-12)) - piece.doubt + CHARACTER_BONUS
@@ -252,11 +292,17 @@ def _read_whole(
     top_k: int,
     review_below: float | None,
     line: int,
-) -> tuple[Character, ...]:
+) -> tuple[tuple[Character, ...], float]:
     """A wide blob as the line reader reads it: its characters, each boxed by the columns between its
-    neighbours' (the reader's alignment), with calibrated confidences."""
-    mask = allowed_mask(classes, allow) if allow else None
-    path = decode_line(frames, mask)
+    neighbours' (the reader's alignment), with calibrated confidences; and the reader's log-odds of that
+    reading against the likeliest single character."""
+    if allow:
+        frames = frames * np.append(allowed_mask(classes, allow), True)
+    path = decode_line(frames)
+    if len(path) < 2:
+        return (), -math.inf
+    one = float(one_character_probabilities(frames).max())
+    odds = math.log(max(line_probability(frames, [c.index for c in path]), 1e-300)) - math.log(max(one, 1e-300))
     columns = strip_columns(wide.box)
     to_blob = wide.box.width / columns  # blob pixels per strip column
     edges = [0]
@@ -269,7 +315,7 @@ def _read_whole(
         probabilities = restrict(_calibrated(character.probabilities, temperature), classes, allow)
         box = found.box(wide.column_box(left, max(left, right - 1)))
         characters.append(_character(probabilities, classes, top_k, review_below, box, line))
-    return tuple(characters)
+    return tuple(characters), odds
 
 
 def read_page(
@@ -301,7 +347,7 @@ def read_page(
         for wide in line.wide:
             if strips is None or strip >= len(strips):
                 break
-            whole = _read_whole(
+            whole, odds = _read_whole(
                 wide,
                 strips[strip],
                 found,
@@ -313,7 +359,8 @@ def read_page(
                 line=number,
             )
             strip += 1
-            if len(whole) >= 2:  # touching characters: read whole, never cut (one: the classifier knows best)
+            alone = len(found.segmentation.lines) == 1 and (wide.first, wide.last) == (0, line.atoms - 1)
+            if odds > (ALONE_ODDS if alone else WHOLE_ODDS):  # touching characters: read whole, never cut
                 options = [o for o in options if o.last < wide.first or o.first > wide.last]
                 score = sum(math.log(max(c.confidence, 1e-12)) + CHARACTER_BONUS for c in whole)
                 options.append(_Option(wide.first, wide.last, score, characters=whole))

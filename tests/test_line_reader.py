@@ -3,6 +3,7 @@ calibrated confidence; a blob it reads as one character stays the classifier's."
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from handler import model
 from handler.imaging import candidates
 from handler.imaging.strip import FRAME, HEIGHT, WIDTH, strip_columns
-from handler.recognize import decode_line, read_page
+from handler.recognize import decode_line, line_probability, one_character_probabilities, read_page
 from tests.test_strings import LIMIT, page, png
 
 CLASSES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
@@ -45,6 +46,29 @@ def test_allowed_characters_apply_to_every_column() -> None:
     allowed = np.zeros(BLANK, dtype=bool)
     allowed[:10] = True
     assert [CLASSES[c.index] for c in decode_line(columns, allowed)] == ["0"]
+
+
+def test_line_probabilities_sum_every_alignment() -> None:
+    rng = np.random.default_rng(0)
+    columns = rng.random((6, 4))
+    columns /= columns.sum(axis=1, keepdims=True)
+    totals: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(4), repeat=6):  # every alignment, collapsed the CTC way
+        collapsed = tuple(k for k, _ in itertools.groupby(path) if k != 3)
+        totals[collapsed] = totals.get(collapsed, 0.0) + float(np.prod(columns[np.arange(6), path]))
+    for labels in [(0,), (1, 2), (1, 1), (2, 0, 2)]:
+        assert line_probability(columns, list(labels)) == pytest.approx(totals[labels])
+    assert one_character_probabilities(columns) == pytest.approx([totals[(c,)] for c in range(3)])
+
+
+def test_a_lone_blob_stays_one_character_unless_the_reader_is_far_surer_of_several(touching) -> None:
+    rows = np.full((len(touching.glyphs), BLANK), 1e-3, dtype=np.float32)
+    rows[:, CLASSES.index("M")] = 1.0
+    n, r = CLASSES.index("n"), CLASSES.index("r")
+    unsure = frames([None, r, None, n, None], sure=0.5)
+    unsure[1:4, CLASSES.index("M")] = 0.45  # "M" nearly as likely as "rn"
+    assert read_page(touching, rows, CLASSES, strips=unsure[np.newaxis]).text == "M"
+    assert read_page(touching, rows, CLASSES, strips=frames([None, r, None, n, None])[np.newaxis]).text == "rn"
 
 
 @pytest.fixture(scope="module")
