@@ -156,3 +156,26 @@ def test_a_hostile_page_of_stripes_is_bounded() -> None:
     stripes = ((np.arange(1000)[None, :] // 3) % 2 * 255 * np.ones((1000, 1))).astype(np.uint8)
     found = candidates(png(stripes), LIMIT)
     assert len(found.glyphs) <= MAX_PIECES and max(p.last - p.first for p in found.segmentation.lines[0].pieces) < 4
+
+
+def test_full_stops_commas_and_dashes_between_characters_are_not_read_as_characters(classifier) -> None:
+    pixels = page([[0, 3, 1, 2]], gap=30)
+    ink_rows = np.flatnonzero((pixels < 128).any(axis=1))
+    baseline, middle = int(ink_rows[-1]), int(ink_rows.mean())
+    columns = np.flatnonzero((pixels < 128).any(axis=0))
+    gaps = [c for c in range(columns[0], columns[-1]) if not (pixels[:, c] < 128).any()]
+    starts = [c for c in gaps if c - 1 not in gaps]
+    dot, comma, dash = (start + 15 for start in starts[:3])  # the middle of each 30-pixel gap
+    pixels[baseline - 8 : baseline, dot - 4 : dot + 4] = 20  # a full stop, as wide as a stroke
+    pixels[baseline - 8 : baseline + 8, comma - 4 : comma + 4] = 20  # a comma, hanging below the line
+    pixels[middle - 3 : middle + 3, dash - 9 : dash + 9] = 20  # a dash
+    record = read(png(pixels), classifier)
+    assert len(record["characters"]) == 4, record.get("text")
+
+
+def test_a_fragment_absorbed_across_paper_leaves_no_empty_candidate() -> None:
+    from handler.imaging.segment import _inked_atoms
+
+    mask = np.zeros((3, 10), dtype=bool)
+    mask[:, 0:3] = mask[:, 7:9] = True
+    assert _inked_atoms(mask, [0, 3, 5, 10], [0.0, 0.5, 0.7]) == ([0, 5, 10], [0.0, 0.7])

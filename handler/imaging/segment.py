@@ -32,6 +32,7 @@ MIN_ATOM = 0.22  # nor is a cut piece narrower than this
 MAX_CUTS = 8  # per blob
 MAX_ATOMS = 4  # a candidate character spans at most this many atoms
 MAX_PIECES = 3000  # candidates on one page: beyond this it is not a page of handwriting (and would take seconds)
+MARK = 0.3  # a blob lower than this share of the tallest on its line is punctuation, not a character
 MERGE_GAP = 0.2  # blobs closer than this many line heights may still be one broken character
 WIDE_PIECE = 1.45  # characters are rarely wider than this many line heights (a wide W or M) ...
 WIDTH_SPREAD = 0.25  # ... and this fast the prior doubts wider ones (a Gaussian tail, in line heights)
@@ -188,7 +189,18 @@ def _blobs(found: ops.Components, line: list[int]) -> list[_Blob]:
         else:
             blobs.append(_Blob([i], left, right, int(found.top[i]), int(found.bottom[i])))
     blobs.sort(key=lambda blob: blob.left)
-    return _absorb_fragments(found, blobs)
+    return _absorb_fragments(found, _drop_marks(blobs))
+
+
+def _drop_marks(blobs: list[_Blob]) -> list[_Blob]:
+    """Blobs far shorter than the characters beside them (a full stop, a comma, a dash, an underline) are
+    no character the model knows: leaving them in would add a character, or bend a neighbour's glyph."""
+    if len(blobs) < 2:
+        return blobs
+    heights = [blob.bottom - blob.top + 1 for blob in blobs]
+    tallest = max(heights)
+    kept = [blob for blob, height in zip(blobs, heights, strict=True) if height >= MARK * tallest]
+    return kept or blobs
 
 
 def _absorb_fragments(found: ops.Components, blobs: list[_Blob]) -> list[_Blob]:
@@ -286,6 +298,7 @@ def segment(ink: Ink) -> Segmentation:
                 edges += cuts
                 costs += cut_costs
             edges.append(blob.right - blob.left + 1)
+            edges, costs = _inked_atoms(blob_mask, edges, costs)
             if len(edges) > 2 or (blob.right - blob.left + 1) > READ_WHOLE * height:
                 box = Box(blob.left, blob.top, blob.right - blob.left + 1, blob.bottom - blob.top + 1)
                 wide_blobs.append(_wide(len(atoms), len(atoms) + len(edges) - 2, box, blob_mask))
@@ -306,7 +319,10 @@ def segment(ink: Ink) -> Segmentation:
                         break
                     bridges += BRIDGE_COST + GAP_COST * gap
                 doubt = max(0.0, (right - left + 1 - widest) / height) ** 2 / (2 * WIDTH_SPREAD**2)
-                box, piece_mask = _piece_mask(blobs, blob_masks, atoms, first, last)
+                shaped = _piece_mask(blobs, blob_masks, atoms, first, last)
+                if shaped is None:  # columns of paper between the parts of a blob: no character there
+                    continue
+                box, piece_mask = shaped
                 doubt += LOW_COST * max(0.0, LOW_PIECE - box.height / height) / LOW_PIECE
                 doubt += bridges + (cut_at[first] + cut_at[last + 1]) / 2
                 pieces.append(Piece(first, last, box, doubt))
@@ -318,6 +334,18 @@ def segment(ink: Ink) -> Segmentation:
                 f"more than {MAX_PIECES} candidate characters on one page: not a page of handwriting we can read",
             )
     return Segmentation(tuple(lines), tuple(masks), ink.mask.shape, tuple(wide_masks))
+
+
+def _inked_atoms(mask: np.ndarray, edges: list[int], costs: list[float]) -> tuple[list[int], list[float]]:
+    """Atoms with no ink (paper between a blob and a fragment it absorbed) join the atom before them (the
+    first one, the atom after it)."""
+    column_ink = mask.any(axis=0)
+    kept_edges, kept_costs = [edges[0]], [costs[0]]
+    for edge, cost, end in zip(edges[1:-1], costs[1:], edges[2:], strict=True):
+        if column_ink[kept_edges[-1] : edge].any() and column_ink[edge:end].any():
+            kept_edges.append(edge)
+            kept_costs.append(cost)
+    return [*kept_edges, edges[-1]], kept_costs
 
 
 def _crop_mask(found: ops.Components, keep: np.ndarray, blob: _Blob) -> np.ndarray:
@@ -337,7 +365,7 @@ def _span(atoms: list[tuple[int, int, int]], first: int, last: int) -> tuple[int
 
 def _piece_mask(
     blobs: list[_Blob], blob_masks: list[np.ndarray], atoms: list[tuple[int, int, int]], first: int, last: int
-) -> tuple[Box, np.ndarray]:
+) -> tuple[Box, np.ndarray] | None:
     """The ink of atoms ``first``..``last`` (parts of one or more blobs), tightly boxed."""
     left, right = _span(atoms, first, last)
     top = min(blobs[atoms[a][2]].top for a in range(first, last + 1))
@@ -349,5 +377,7 @@ def _piece_mask(
         part = blob_mask[:, lo - blob.left : hi - blob.left + 1]
         out[blob.top - top : blob.bottom - top + 1, lo - left : hi - left + 1] |= part
     rows = np.flatnonzero(out.any(axis=1))
+    if rows.size == 0:
+        return None
     out = out[rows[0] : rows[-1] + 1]
     return Box(left, top + int(rows[0]), right - left + 1, len(out)), out
