@@ -5,7 +5,9 @@ photographed on paper (``training.render.string_page``), read by ``python -m han
 Prints character error rate (edit distance / length), insertions + deletions, exact-string accuracy and
 character-count accuracy, overall and for the touching subset, each beside its target; the same glyphs as
 single-character photos give the floor (the single-character error rate). Time per character is measured
-in-process (one process, the model loaded once) beside the time per single-character image.
+in-process (one process, the model loaded once) beside the time per single-character image. Amounts as
+written on cheques (held-out digits with hand-made ``,`` ``.`` ``-`` separators, ``training.render.amount_page``)
+are read with ``--allow 0123456789`` and scored against their digits.
 
 Run: .venv/bin/python benchmarks/strings.py [--pages 400]. Writes benchmarks/results/strings.json.
 """
@@ -27,7 +29,7 @@ from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
-from training.render import photo_like, string_page  # noqa: E402
+from training.render import amount_page, photo_like, string_page  # noqa: E402
 
 TOUCH = 0.15  # share of neighbouring pairs that touch or overlap
 
@@ -73,6 +75,7 @@ def score(truths: list[str], reads: list[str]) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=400)
+    parser.add_argument("--amounts", type=int, default=200, help="amounts with separators, read with --allow")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
     args = parser.parse_args()
     data = load_folder(Path(args.data))
@@ -105,6 +108,13 @@ def main() -> int:
     results["single_character_error"] = round(single_error, 4)
     results["cer_over_single_error"] = round(overall["cer"] / max(single_error, 1e-9), 3)
 
+    digits = {k: data.images[held_out[data.labels[held_out] == k]] for k in range(10)}
+    amounts = [amount_page(digits, rng) for _ in range(args.amounts)]
+    amount_records = label_files([page.data for page, _ in amounts], allow="0123456789")
+    results["amounts_allow_digits"] = score(
+        [digits_only for _, digits_only in amounts], [r.get("text", "") for r in amount_records]
+    )
+
     classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
     string_items = [(local_source(f"{i}.jpg", p.data), p.data) for i, p in enumerate(pages[:200])]
     single_items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(single_blobs[:400])]
@@ -135,6 +145,11 @@ def main() -> int:
     print(
         f"  {results['ms_per_character']:.2f} ms per character vs {results['ms_per_single_character_image']:.2f} ms"
         f" per single-character image: {results['time_ratio']:.2f}x   (target <= 1.5x)"
+    )
+    amounts_result = results["amounts_allow_digits"]
+    print(
+        f"  {args.amounts} amounts (digits with , . - separators), --allow 0123456789: CER {amounts_result['cer']:.2%}"
+        f"  exact {amounts_result['exact']:.2%}  (aim on real cheque amounts <= 15%)"
     )
     write_results("strings", results)
     return 0

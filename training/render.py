@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 KINDS = ("photo", "scan", "transparent", "tiny", "form")
 
@@ -153,6 +153,35 @@ class StringPage:
     data: bytes
     text: str
     touching: bool
+
+
+def punctuation(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 glyph (white ink on black, like EMNIST's) of a hand-made full stop (``.``), comma (``,``) or
+    dash (``-``), in a character's frame: the separators written between the digits of an amount."""
+    image = Image.new("L", (112, 112), 0)
+    draw = ImageDraw.Draw(image)
+    width = int(rng.integers(9, 15))
+    x, y = int(rng.integers(44, 64)), int(rng.integers(84, 96))
+    if kind in ".,":
+        draw.ellipse([x - width // 2, y - width // 2, x + width // 2, y + width // 2], fill=255)
+    if kind == ",":
+        draw.line([x + width // 3, y, x - 6, y + 16], fill=255, width=width // 2 + 2)
+    if kind == "-":
+        draw.line([30, int(rng.integers(50, 62)), 82, int(rng.integers(50, 62))], fill=255, width=width)
+    return np.asarray(image.resize((28, 28), Image.Resampling.BOX))
+
+
+def amount_page(digit_glyphs: dict[int, np.ndarray], rng: np.random.Generator) -> tuple[StringPage, str]:
+    """An amount as written on a cheque (``12,345.67``, ``980-``): held-out digit glyphs with hand-made
+    separators, photographed. Returns the page and the digits it holds (what ``--allow 0123456789`` reads)."""
+    value = int(rng.integers(1, 1_000_000))
+    text = f"{value:,}.{int(rng.integers(0, 100)):02d}" if rng.random() < 0.7 else f"{value:,}-"
+    glyphs = [
+        digit_glyphs[int(ch)][rng.integers(len(digit_glyphs[int(ch)]))] if ch.isdigit() else punctuation(ch, rng)
+        for ch in text
+    ]
+    page = string_page(glyphs, text, rng)
+    return page, "".join(ch for ch in text if ch.isdigit())
 
 
 def _ink_columns(glyph: np.ndarray) -> np.ndarray:
