@@ -7,7 +7,8 @@ character-count accuracy, overall and for the touching subset, each beside its t
 single-character photos give the floor (the single-character error rate). Time per character is measured
 in-process (one process, the model loaded once) beside the time per single-character image. Amounts as
 written on cheques (held-out digits with hand-made ``,`` ``.`` ``-`` separators, ``training.render.amount_page``)
-are read with ``--allow 0123456789`` and scored against their digits.
+are read with ``--allow 0123456789`` and scored against their digits; names in capitals written one letter per
+box of a printed form field (``training.render.form_field``) are read as they come.
 
 Run: .venv/bin/python benchmarks/strings.py [--pages 400]. Writes benchmarks/results/strings.json.
 """
@@ -29,7 +30,7 @@ from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
-from training.render import amount_page, photo_like, string_page  # noqa: E402
+from training.render import amount_page, form_field, photo_like, string_page  # noqa: E402
 
 TOUCH = 0.15  # share of neighbouring pairs that touch or overlap
 
@@ -76,6 +77,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=400)
     parser.add_argument("--amounts", type=int, default=200, help="amounts with separators, read with --allow")
+    parser.add_argument("--names", type=int, default=200, help="names in capitals in the boxes of form fields")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
     args = parser.parse_args()
     data = load_folder(Path(args.data))
@@ -115,6 +117,14 @@ def main() -> int:
         [digits_only for _, digits_only in amounts], [r.get("text", "") for r in amount_records]
     )
 
+    capitals = held_out[(data.labels[held_out] >= 10) & (data.labels[held_out] < 36)]  # A-Z
+    names = [rng.choice(capitals, int(rng.integers(3, 11)), replace=False) for _ in range(args.names)]
+    name_records = label_files([form_field([data.images[i] for i in name], rng) for name in names])
+    results["names_in_form_fields"] = score(
+        ["".join(data.classes[data.labels[i]] for i in name) for name in names],
+        [r.get("text", "") for r in name_records],
+    )
+
     classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
     string_items = [(local_source(f"{i}.jpg", p.data), p.data) for i, p in enumerate(pages[:200])]
     single_items = [(local_source(f"{i}.jpg", b), b) for i, b in enumerate(single_blobs[:400])]
@@ -150,6 +160,11 @@ def main() -> int:
     print(
         f"  {args.amounts} amounts (digits with , . - separators), --allow 0123456789: CER {amounts_result['cer']:.2%}"
         f"  exact {amounts_result['exact']:.2%}  (aim on real cheque amounts <= 15%)"
+    )
+    names_result = results["names_in_form_fields"]
+    print(
+        f"  {args.names} names in capitals, one letter per box of a form field: CER {names_result['cer']:.2%}"
+        f"  exact {names_result['exact']:.2%}  (aim on real names in form fields <= 25%)"
     )
     write_results("strings", results)
     return 0

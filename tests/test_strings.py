@@ -179,3 +179,14 @@ def test_a_fragment_absorbed_across_paper_leaves_no_empty_candidate() -> None:
     mask = np.zeros((3, 10), dtype=bool)
     mask[:, 0:3] = mask[:, 7:9] = True
     assert _inked_atoms(mask, [0, 3, 5, 10], [0.0, 0.5, 0.7]) == ([0, 5, 10], [0.0, 0.7])
+
+
+def test_a_name_written_in_the_boxes_of_a_form_field_is_read_without_the_box_lines(classifier) -> None:
+    from training.render import form_field
+
+    rng = np.random.default_rng(5)
+    data = form_field([GLYPHS[i] for i in (0, 3, 1, 2, 4)], rng)
+    record = read(data, classifier)
+    assert len(record["characters"]) == 5, record.get("text")
+    lefts = [c["box"]["left"] for c in record["characters"]]
+    assert lefts == sorted(lefts)

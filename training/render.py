@@ -128,6 +128,35 @@ def form_cell(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
     return _encode(image, rng, lossy=bool(rng.random() < 0.6))
 
 
+def form_field(glyphs: list[np.ndarray], rng: np.random.Generator) -> bytes:
+    """A word written one letter per box in a printed form field (a name in capitals), photographed or
+    scanned: a row of boxes sharing their dark lines, grey uneven paper, sometimes a scan border."""
+    cell = int(rng.integers(40, 120))
+    line = max(1, int(cell * rng.uniform(0.015, 0.05)))
+    pad = int(cell * rng.uniform(0.05, 0.3))
+    height, width = cell + 2 * pad, cell * len(glyphs) + 2 * pad
+    page = _paper(height, width, rng, low=0.6)
+    line_level = float(rng.uniform(0.0, 0.35))
+    for offset in (pad, pad + cell - line):
+        page[offset : offset + line, pad : pad + cell * len(glyphs)] = line_level
+    for number in range(len(glyphs) + 1):
+        left = min(pad + number * cell, width - line)
+        page[pad : pad + cell, left : left + line] = line_level
+    for number, glyph in enumerate(glyphs):
+        size = int(cell * rng.uniform(0.55, 0.85))
+        ink = _ink_strength(glyph, size, rng, max_tilt=6.0)
+        slack = cell - 2 * line - size
+        top = pad + line + int(rng.integers(0, max(1, slack)))
+        left = pad + number * cell + line + int(rng.integers(0, max(1, slack)))
+        _lay_ink(page, ink, top, left, float(rng.uniform(0.0, 0.25)))
+    if rng.random() < 0.3:
+        edge = max(1, int(height * rng.uniform(0.02, 0.08)))
+        page[:, :edge] = float(rng.uniform(0.0, 0.2))
+    page += rng.normal(0, rng.uniform(0.005, 0.03), page.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
+    return _encode(image, rng, lossy=bool(rng.random() < 0.6))
+
+
 RENDERERS = {
     "photo": photo_like,
     "scan": scan_like,

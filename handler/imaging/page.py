@@ -9,6 +9,7 @@ flattened (or came as 16-bit or float) continue in float32. Both give the same n
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,6 +30,10 @@ LINE_FILL = 0.6  # a page has no printed line unless some row or column is at le
 RULE_SPAN = 0.01  # a printed line or border runs from edge to edge (the crop cut through it): within 1%
 PRINTED_EDGE = 0.2  # an empty form box: every line within the outer fifth of the page ...
 PRINTED_THICKNESS = 0.15  # ... and all of them together thinner than this share of the side
+COMB_SPAN = 0.5  # a comb field (a row of boxes, one letter each): two printed rules across half the page ...
+COMB_LENGTH = 1.5  # ... each at least this many times as long as the boxes between them are tall ...
+COMB_THIN = 0.12  # ... and thinner than this share of that height (not the bars of a written E) ...
+COMB_BOXES = 2  # ... with the dividers of at least this many boxes running from one rule to the other
 SPECK = 0.02  # components below this share of the largest one are specks (not of all the ink: a page of
 # many small characters has no component with much of the ink)
 FRAGMENT = 0.5  # components cut by the crop edge and smaller than this share of the largest are neighbours
@@ -153,6 +158,53 @@ def _rules(mask: np.ndarray) -> np.ndarray:
     return lines & mask
 
 
+@dataclass(frozen=True)
+class _Band:
+    """Rows ``top``..``bottom`` holding a long horizontal rule over columns ``left``..``right``."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+def _comb(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a comb field's printed lines: two long thin parallel rules and the dividers between its
+    boxes, which need not reach the page's edges (a field photographed with paper around it)."""
+    _height, width = mask.shape
+    grown = ops.grow(mask)
+    found = ops.runs(grown)
+    long = found.length >= COMB_SPAN * width
+    lines = np.zeros_like(mask)
+    if not long.any():
+        return lines
+    rows, starts, stops = found.row[long], found.start[long], found.stop[long]
+    breaks = np.flatnonzero(np.diff(rows) > 1) + 1
+    bands = [
+        _Band(int(r[0]), int(r[-1]), int(a.min()), int(b.max()))
+        for r, a, b in zip(np.split(rows, breaks), np.split(starts, breaks), np.split(stops, breaks), strict=True)
+    ]
+    if len(bands) < 2:
+        return lines
+    down = ops.runs(np.ascontiguousarray(grown.T))  # vertical runs: row is the column, start/stop are rows
+    for upper, lower in itertools.pairwise(bands):
+        gap = lower.top - upper.bottom - 1
+        left, right = max(upper.left, lower.left), min(upper.right, lower.right)
+        thickest = max(upper.bottom - upper.top, lower.bottom - lower.top) + 1
+        if gap <= 0 or right - left + 1 < COMB_LENGTH * gap or thickest > COMB_THIN * gap:
+            continue
+        spans = (
+            (down.start <= upper.bottom + 1) & (down.stop >= lower.top - 1) & (down.row >= left) & (down.row <= right)
+        )
+        columns = np.unique(down.row[spans])
+        if columns.size == 0 or int((np.diff(columns) > 1).sum()) + 1 < COMB_BOXES + 1:
+            continue
+        lines[upper.top : upper.bottom + 1, left : right + 1] = True
+        lines[lower.top : lower.bottom + 1, left : right + 1] = True
+        lines[upper.top : lower.bottom + 1, columns] = True
+    return lines & mask
+
+
 def _printed(lines: np.ndarray, axis: int) -> bool:
     """Lines that look printed rather than written: thin, and all near the page's edges (a box or border)."""
     side = lines.shape[1 - axis]
@@ -184,13 +236,14 @@ def clear_page(ink: Ink) -> Ink:
     faint = ink.values > _as_values(ink, (ink.background + ink.level) / 2)
     height, width = faint.shape
     as_bytes = faint.view(np.uint8)  # a line crosses the page: some row or column is nearly all ink
-    if as_bytes.sum(axis=1, dtype=np.int32).max() < LINE_FILL * width and (
-        as_bytes.sum(axis=0, dtype=np.int32).max() < LINE_FILL * height
-    ):
+    fullest_row = as_bytes.sum(axis=1, dtype=np.int32).max()
+    if fullest_row < LINE_FILL * width and as_bytes.sum(axis=0, dtype=np.int32).max() < LINE_FILL * height:
         across = down = np.zeros_like(faint)
     else:
         across, down = _rules(faint), _rules(faint.T).T
     rules = across | down
+    if fullest_row >= COMB_SPAN * width:
+        rules |= _comb(faint)
     if rules.any():
         lines = ops.grow(rules)  # with their soft edges
         rest = ops.components(ink.mask & ~lines)
