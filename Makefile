@@ -64,13 +64,14 @@ bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tab
 	$(PY) benchmarks/limits.py
 	$(PY) benchmarks/report.py
 
-train: $(VENV)/.dev  ## the bundled model's recipe: 30 augmented epochs, 6 fine-tuning, 6 on rendered uploads; publish, calibrate
+train: $(VENV)/.dev  ## the bundled model's recipe: 30 augmented epochs, 6 fine-tuning, 6 on rendered uploads; publish, calibrate, line reader
 	$(PY) -m training train --arch bn_cnn --run runs/bn_cnn
 	$(PY) -m training train --arch bn_cnn --init-from runs/bn_cnn --epochs 6 --learning-rate 3e-4 --no-augment \
 		--run runs/bn_cnn_ft
 	$(PY) -m training run --arch bn_cnn --init-from runs/bn_cnn_ft --epochs 6 --learning-rate 3e-4 \
 		--rendered-copies 1 --run runs/bn_cnn_served --publish models
 	$(PY) -m training calibrate --model models/$$(cat models/DEFAULT) --to models
+	$(PY) -m training line-reader --model models/$$(cat models/DEFAULT) --run runs/line_reader --to models
 
 train-seed: $(VENV)/.dev  ## the reference CNN with the reference recipe
 	$(PY) -m training run --arch seed --run runs/seed

@@ -170,6 +170,15 @@ def strings_table() -> str:
             f"| {name.replace('_', ' ')} | {r['strings']} | {r['cer']:.2%} | {r['insertions_deletions']:.2%} "
             f"| {r['exact']:.2%} | {r['count_right']:.2%} |"
         )
+    for name, title in (
+        ("amounts_allow_digits", "amounts with `,` `.` `-` separators, `--allow 0123456789`"),
+        ("names_in_form_fields", "names in capitals, one letter per box of a form field"),
+    ):
+        r = result[name]
+        lines.append(
+            f"| {title} | {r['strings']} | {r['cer']:.2%} | {r['insertions_deletions']:.2%} "
+            f"| {r['exact']:.2%} | {r['count_right']:.2%} |"
+        )
     lines += [
         "",
         f"Single-character error on the same glyphs (each a photo-like upload): {result['single_character_error']:.2%}; "

@@ -25,6 +25,8 @@ from handler.imaging.strip import FRAME, strip_columns
 CHARACTER_BONUS = 0.3  # log-odds credited per character: a plain product of probabilities favours merging
 WHOLE_ODDS = 0.0  # the line reader's reading of a wide blob is kept when likelier than any single character ...
 ALONE_ODDS = 3.0  # ... and 20 times likelier for a blob alone on its page: most such uploads are one wide letter
+CONTEXT_MIN = 3  # characters on a line before the line says whether it is letters or digits
+LINE_KINDS = {"letters": 1 / 3, "digits": 1 / 3, "mixed": 1 / 3}  # a name, an amount, a code like A7X9: no favourite
 REVIEW_SEGMENTATION = 0.5  # when another count of characters is as likely, the whole reading asks for review
 
 
@@ -236,7 +238,7 @@ class _Option:
     last: int
     score: float
     piece: int | None = None
-    characters: tuple[Character, ...] = ()
+    characters: tuple[tuple[np.ndarray, Box], ...] = ()  # (probabilities, box) of each, read whole
 
     @property
     def count(self) -> int:
@@ -273,6 +275,31 @@ def _best_split(atoms: int, options: list[_Option]) -> tuple[list[_Option], floa
     return chosen[::-1], sure
 
 
+def _in_context(rows: list[np.ndarray], classes: str) -> list[np.ndarray]:
+    """A line's characters read together: most lines are all letters (a name) or all digits (an amount, a
+    code), so an ambiguous ``0``/``O``, ``1``/``I`` or ``5``/``S`` is read as the kind its line is made of.
+    The classifier's probabilities assume every class equally likely; a line is one of three kinds (letters
+    only, digits only, mixed: ``LINE_KINDS``), each with its class prior, and each character's probabilities
+    are averaged over the kinds, weighed by how well each kind explains the whole line (Bayes). A mixed line
+    (``A7X9``) is left as it was; lines of fewer than ``CONTEXT_MIN`` characters too."""
+    if len(rows) < CONTEXT_MIN:
+        return rows
+    digit = np.array([label.isdigit() for label in classes])
+    kinds = {"letters": ~digit, "digits": digit, "mixed": np.ones_like(digit)}
+    stacked = np.stack(rows).astype(np.float64)
+    log_evidence, posteriors = [], []
+    for name, members in kinds.items():
+        scale = len(classes) / members.sum()  # the kind's class prior over the classifier's uniform one
+        mass = stacked[:, members].sum(axis=1) * scale
+        log_evidence.append(math.log(LINE_KINDS[name]) + float(np.log(np.maximum(mass, 1e-300)).sum()))
+        kept = np.where(members, stacked, 0.0)
+        posteriors.append(kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-300))
+    weights = np.exp(np.array(log_evidence) - max(log_evidence))
+    weights /= weights.sum()
+    mixed = sum(w * posterior for w, posterior in zip(weights, posteriors, strict=True))
+    return [row.astype(np.float32) for row in mixed]
+
+
 def _calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     if temperature == 1.0:
         return probabilities
@@ -289,13 +316,10 @@ def _read_whole(
     classes: str,
     allow: str | None,
     temperature: float,
-    top_k: int,
-    review_below: float | None,
-    line: int,
-) -> tuple[tuple[Character, ...], float]:
-    """A wide blob as the line reader reads it: its characters, each boxed by the columns between its
-    neighbours' (the reader's alignment), with calibrated confidences; and the reader's log-odds of that
-    reading against the likeliest single character."""
+) -> tuple[tuple[tuple[np.ndarray, Box], ...], float]:
+    """A wide blob as the line reader reads it: its characters' calibrated probabilities, each boxed by the
+    columns between its neighbours' (the reader's alignment); and the reader's log-odds of that reading
+    against the likeliest single character."""
     if allow:
         frames = frames * np.append(allowed_mask(classes, allow), True)
     path = decode_line(frames)
@@ -314,7 +338,7 @@ def _read_whole(
     for character, left, right in zip(path, edges, edges[1:], strict=False):
         probabilities = restrict(_calibrated(character.probabilities, temperature), classes, allow)
         box = found.box(wide.column_box(left, max(left, right - 1)))
-        characters.append(_character(probabilities, classes, top_k, review_below, box, line))
+        characters.append((probabilities, box))
     return tuple(characters), odds
 
 
@@ -354,28 +378,26 @@ def read_page(
                 classes=classes,
                 allow=allow,
                 temperature=strip_temperature,
-                top_k=top_k,
-                review_below=review_below,
-                line=number,
             )
             strip += 1
             alone = len(found.segmentation.lines) == 1 and (wide.first, wide.last) == (0, line.atoms - 1)
             if odds > (ALONE_ODDS if alone else WHOLE_ODDS):  # touching characters: read whole, never cut
                 options = [o for o in options if o.last < wide.first or o.first > wide.last]
-                score = sum(math.log(max(c.confidence, 1e-12)) + CHARACTER_BONUS for c in whole)
+                score = sum(math.log(max(float(p.max()), 1e-12)) + CHARACTER_BONUS for p, _ in whole)
                 options.append(_Option(wide.first, wide.last, score, characters=whole))
         chosen, sure = _best_split(line.atoms, options)
         segmentation *= sure
+        reads: list[tuple[np.ndarray, Box]] = []
         for option in chosen:
             if option.piece is None:
-                characters.extend(option.characters)
-                continue
-            piece = line.pieces[option.piece]
-            characters.append(
-                _character(
-                    restricted[line.offset + option.piece], classes, top_k, review_below, found.box(piece), number
-                )
-            )
+                reads.extend(option.characters)
+            else:
+                reads.append((restricted[line.offset + option.piece], found.box(line.pieces[option.piece])))
+        in_context = _in_context([probabilities for probabilities, _ in reads], classes)
+        characters += [
+            _character(probabilities, classes, top_k, review_below, box, number)
+            for probabilities, (_, box) in zip(in_context, reads, strict=True)
+        ]
     review = None
     if review_below is not None:
         review = any(character.review for character in characters) or segmentation < REVIEW_SEGMENTATION

@@ -79,3 +79,27 @@ def test_a_deployment_wide_allow_setting_applies_to_every_upload(app: Any, s3: A
     etag = s3.put_object(Bucket=BUCKET, Key="input/x.png", Body=body)["ETag"].strip('"')
     app.on_upload(s3_notification(BUCKET, [("input/x.png", etag, len(body))]), LocalContext())
     assert json.loads(s3.get_object(Bucket=BUCKET, Key="output/x.png.json")["Body"].read())["allowed"] == "0123456789"
+
+
+def _row(**probabilities: float) -> np.ndarray:
+    classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
+    row = np.full(len(classes), 1e-4, dtype=np.float32)
+    for label, p in probabilities.items():
+        row[classes.index(label.strip("_"))] = p
+    return row / row.sum()
+
+
+def test_a_line_of_letters_reads_an_ambiguous_character_as_a_letter_and_a_line_of_digits_as_a_digit() -> None:
+    from handler.recognize import _in_context
+
+    classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
+    ambiguous = _row(_0=0.6, O=0.4)
+    letters = _in_context([_row(M=0.95), _row(A=0.95), ambiguous, _row(K=0.95)], classes)
+    assert classes[int(letters[2].argmax())] == "O"
+    digits = _in_context([_row(_4=0.95), _row(_7=0.95), _row(_0=0.4, O=0.6), _row(_2=0.95)], classes)
+    assert classes[int(digits[2].argmax())] == "0"
+    mixed = _in_context([_row(A=0.95), _row(_7=0.95), ambiguous, _row(X=0.95), _row(_9=0.95)], classes)
+    assert classes[int(mixed[2].argmax())] == "0"  # a code like A7X9: no kind to lean on
+    assert all(abs(float(row.sum()) - 1) < 1e-5 for row in letters + digits + mixed)
+    short = [_row(M=0.95), ambiguous]
+    assert _in_context(short, classes) is short
