@@ -31,6 +31,7 @@ PRICE = {
 }
 MEMORY_GB = 2048 / 1024  # template default MemorySize
 UPLOAD_BATCH = 20  # QueueBatchSize default
+SQS_CALLS_PER_BATCH = -(-UPLOAD_BATCH // 10)  # ReceiveMessage and DeleteMessageBatch take at most 10 messages each
 BULK_BATCH = 64  # BulkBatchSize default
 S3_ROUND_TRIPS_S = 0.09  # GET + PUT + HEAD of a chunk of 16 inputs on 16 threads, ~30 ms each (assumed)
 CHUNK = 16
@@ -46,7 +47,7 @@ def per_million(speed: dict[str, float]) -> dict[str, dict[str, float]]:
         "S3 GET input": PRICE["s3_get"],
         "S3 PUT record (If-None-Match)": PRICE["s3_put"],
         "S3 HEAD other slot (race safety)": PRICE["s3_get"],
-        "SQS: S3 notification + receive/delete": PRICE["sqs_request"] * (1 + 2 / UPLOAD_BATCH),
+        "SQS: S3 notification + receive/delete": PRICE["sqs_request"] * (1 + 2 * SQS_CALLS_PER_BATCH / UPLOAD_BATCH),
         "Lambda requests": PRICE["lambda_request"] / UPLOAD_BATCH,
         "Lambda GB-seconds": lambda_s,
     }

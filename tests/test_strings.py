@@ -123,7 +123,7 @@ def test_a_blank_page_is_still_no_ink(classifier) -> None:
 def test_segmenting_any_rendered_upload_gives_candidates_or_an_image_error() -> None:
     """Overlapping blobs, cut blobs beside narrow ones, noise: the segmenter answers or says why not."""
     from handler.imaging import ImageError
-    from training.render import RENDERERS, string_page
+    from training.render import RENDERERS, amount_page, form_field, string_page
 
     rng = np.random.default_rng(4)
     uploads = [render(GLYPHS[i % 6], rng) for i in range(12) for render in RENDERERS.values()]
@@ -131,6 +131,8 @@ def test_segmenting_any_rendered_upload_gives_candidates_or_an_image_error() -> 
         string_page([GLYPHS[j % 6] for j in range(n)], "x" * n, rng, lines=1 + n // 5, touch=0.6).data
         for n in range(1, 11)
     ]
+    uploads += [form_field([GLYPHS[j % 6] for j in range(n)], rng) for n in range(1, 9)]
+    uploads += [amount_page({d: np.stack(GLYPHS) for d in range(10)}, rng)[0].data for _ in range(10)]
     uploads += [png((rng.random((90, 160)) * 255).astype(np.uint8)) for _ in range(5)]
     for data in uploads:
         try:
@@ -138,6 +140,7 @@ def test_segmenting_any_rendered_upload_gives_candidates_or_an_image_error() -> 
         except ImageError:
             continue
         assert len(found.glyphs) == sum(len(line.pieces) for line in found.segmentation.lines) >= 1
+        assert len(found.strips) == sum(len(line.wide) for line in found.segmentation.lines)
 
 
 def test_a_page_of_many_small_characters_is_read_not_dropped_as_specks(classifier) -> None:
