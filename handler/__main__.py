@@ -16,6 +16,10 @@ BATCH = 64
 
 
 def iter_files(folder: Path) -> Iterator[Path]:
+    """A file itself, or every file under a folder (hidden ones left out), in order."""
+    if folder.is_file():
+        yield folder
+        return
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
             yield path
@@ -52,8 +56,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     from handler.records import ErrorCode, Source
     from handler.storage import Storage
 
-    if not args.folder.is_dir():
-        print(f"error: {args.folder} is not a folder", file=sys.stderr)
+    missing = [path for path in args.paths if not path.exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     from tqdm import tqdm
 
@@ -70,7 +75,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             print(f"error: --allow: {exc}", file=sys.stderr)
             return 2
     workers = Workers(settings.cpu_workers - 1, scorer(classifier))
-    files = list(iter_files(args.folder))
+    files = [file for path in args.paths for file in iter_files(path)]
     bar = tqdm(total=len(files), unit=" images", desc="label", disable=None, dynamic_ncols=True)  # stderr, TTY only
     for start in range(0, len(files), BATCH):
         items = []
@@ -132,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     label = sub.add_parser(
-        "label", help="print one JSON record per image file in FOLDER (recursive); --text for just the text"
+        "label",
+        help="print one JSON record per image file given or under a folder given (recursive); --text for the text",
     )
-    label.add_argument("folder", type=Path)
+    label.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files and folders")
     label.add_argument(
         "--allow",
         metavar="CHARS",

@@ -135,6 +135,22 @@ def test_label_cli_prints_one_record_per_file_and_exits_zero_with_bad_files(tmp_
     assert by_key["seven.png"]["label"] == by_key["nested/seven.jpg"]["label"]
 
 
+def test_label_cli_takes_files_and_folders_and_refuses_a_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "seven.png").write_bytes(png_bytes(draw_seven()))
+    (tmp_path / "alone.png").write_bytes(png_bytes(draw_seven()))
+    done = run_cli(
+        "label", "--text", str(tmp_path / "alone.png"), str(tmp_path / "folder"), env={"AWS_ENDPOINT_URL": ""}
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == [
+        str(tmp_path / "alone.png"),
+        str(tmp_path / "folder" / "seven.png"),
+    ]
+    missing = run_cli("label", str(tmp_path / "nope"), env={"AWS_ENDPOINT_URL": ""})
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+
+
 def test_label_cli_prints_the_text_of_string_samples(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"not an image")
     for sample in (ROOT / "samples" / "strings").glob("*.jpg"):
