@@ -128,11 +128,23 @@ def _top_k(classes: str, allow: str | None, top_k: int) -> int:
 
 
 def _character(
-    probabilities: np.ndarray, classes: str, top_k: int, review_below: float | None, box: Box | None, line: int
+    probabilities: np.ndarray,
+    classes: str,
+    top_k: int,
+    review_below: float | None,
+    box: Box | None,
+    line: int,
+    alone: np.ndarray | None = None,
 ) -> Character:
+    """With ``alone`` (the character's probabilities before its line was taken into account), the label
+    needs no review only if the character alone is sure of it too: the threshold was fitted on single
+    characters, and a line's kind may be wrong (a digit among letters in a code)."""
     order = np.argsort(probabilities, kind="stable")[::-1][:top_k]
     top = tuple(Alternative(classes[i], round(float(probabilities[i]), 4)) for i in order)
-    review = None if review_below is None else bool(probabilities[order[0]] < review_below)
+    review = None
+    if review_below is not None:
+        sure = min(float(probabilities[order[0]]), float((probabilities if alone is None else alone)[order[0]]))
+        review = sure < review_below
     return Character(top, box, line, review)
 
 
@@ -395,8 +407,8 @@ def read_page(
                 reads.append((restricted[line.offset + option.piece], found.box(line.pieces[option.piece])))
         in_context = _in_context([probabilities for probabilities, _ in reads], classes)
         characters += [
-            _character(probabilities, classes, top_k, review_below, box, number)
-            for probabilities, (_, box) in zip(in_context, reads, strict=True)
+            _character(probabilities, classes, top_k, review_below, box, number, alone)
+            for probabilities, (alone, box) in zip(in_context, reads, strict=True)
         ]
     review = None
     if review_below is not None:

@@ -103,3 +103,12 @@ def test_a_line_of_letters_reads_an_ambiguous_character_as_a_letter_and_a_line_o
     assert all(abs(float(row.sum()) - 1) < 1e-5 for row in letters + digits + mixed)
     short = [_row(M=0.95), ambiguous]
     assert _in_context(short, classes) is short
+
+
+def test_a_label_its_line_made_sure_of_still_asks_for_review_when_the_character_alone_is_not() -> None:
+    from handler.recognize import _character
+
+    classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
+    in_line, alone = _row(O=0.999), _row(_0=0.55, O=0.45)
+    assert _character(in_line, classes, 3, 0.99, None, 0, alone).review is True
+    assert _character(in_line, classes, 3, 0.99, None, 0, in_line).review is False
