@@ -193,3 +193,15 @@ def test_a_name_written_in_the_boxes_of_a_form_field_is_read_without_the_box_lin
     assert len(record["characters"]) == 5, record.get("text")
     lefts = [c["box"]["left"] for c in record["characters"]]
     assert lefts == sorted(lefts)
+
+
+@pytest.mark.parametrize("degrees", [-2.5, 1.0])
+def test_a_form_field_photographed_askew_loses_its_box_lines_too(classifier, degrees: float) -> None:
+    from training.render import form_field
+
+    data = form_field([GLYPHS[i] for i in (0, 3, 1, 2, 4)], np.random.default_rng(5))
+    image = Image.open(io.BytesIO(data)).convert("L")
+    paper = int(np.median(np.asarray(image)))
+    tilted = image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=paper)
+    record = read(png(np.asarray(tilted)), classifier)
+    assert len(record["characters"]) == 5, record.get("text")

@@ -34,6 +34,8 @@ COMB_SPAN = 0.5  # a comb field (a row of boxes, one letter each): two printed r
 COMB_LENGTH = 1.5  # ... each at least this many times as long as the boxes between them are tall ...
 COMB_THIN = 0.12  # ... and thinner than this share of that height (not the bars of a written E) ...
 COMB_BOXES = 2  # ... with the dividers of at least this many boxes running from one rule to the other
+COMB_ASPECT = 2.0  # a page this much wider than tall may be a tilted photo of a comb field ...
+COMB_TILTS = np.radians(np.arange(-4.0, 4.01, 0.25))  # ... tilted this much at most
 SPECK = 0.02  # components below this share of the largest one are specks (not of all the ink: a page of
 # many small characters has no component with much of the ink)
 FRAGMENT = 0.5  # components cut by the crop edge and smaller than this share of the largest are neighbours
@@ -205,6 +207,36 @@ def _comb(mask: np.ndarray) -> np.ndarray:
     return lines & mask
 
 
+def _tilted_comb(mask: np.ndarray) -> np.ndarray:
+    """:func:`_comb` on a photo taken a few degrees askew. The tilt is the one under which some row of the
+    page holds the most ink (the rules, straightened); the ink is sheared by it (rows, then columns: a
+    rotation, for small angles), the rules are found, and each ink pixel keeps the verdict of where it went."""
+    width = mask.shape[1]
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return np.zeros_like(mask)
+    fullest = []
+    for tilt in COMB_TILTS:
+        shifted = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
+        fullest.append(int(np.bincount(shifted - shifted.min()).max()))
+    best = int(np.argmax(fullest))
+    tilt = float(COMB_TILTS[best])
+    if fullest[best] < COMB_SPAN * width:
+        return np.zeros_like(mask)
+    if tilt == 0.0:
+        return _comb(mask)
+    straight_rows = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
+    straight_rows -= straight_rows.min()
+    straight_cols = cols + np.round(straight_rows * np.tan(tilt)).astype(np.int64)
+    straight_cols -= straight_cols.min()
+    straight = np.zeros((int(straight_rows.max()) + 1, int(straight_cols.max()) + 1), dtype=bool)
+    straight[straight_rows, straight_cols] = True
+    found = _comb(straight)
+    lines = np.zeros_like(mask)
+    lines[rows, cols] = found[straight_rows, straight_cols]
+    return lines
+
+
 def _printed(lines: np.ndarray, axis: int) -> bool:
     """Lines that look printed rather than written: thin, and all near the page's edges (a box or border)."""
     side = lines.shape[1 - axis]
@@ -242,7 +274,9 @@ def clear_page(ink: Ink) -> Ink:
     else:
         across, down = _rules(faint), _rules(faint.T).T
     rules = across | down
-    if fullest_row >= COMB_SPAN * width:
+    if width >= COMB_ASPECT * height:  # a field, perhaps photographed askew: straighten its rules to find them
+        rules |= _tilted_comb(faint)
+    elif fullest_row >= COMB_SPAN * width:
         rules |= _comb(faint)
     if rules.any():
         lines = ops.grow(rules)  # with their soft edges
