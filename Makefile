@@ -60,6 +60,7 @@ bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tab
 	$(PY) benchmarks/recognition.py
 	$(PY) benchmarks/strings.py
 	$(PY) benchmarks/touching.py
+	$(PY) benchmarks/askew.py
 	$(PY) benchmarks/allow_digits.py
 	$(PY) benchmarks/limits.py
 	$(PY) benchmarks/report.py

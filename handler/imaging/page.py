@@ -34,8 +34,8 @@ COMB_SPAN = 0.5  # a comb field (a row of boxes, one letter each): two printed r
 COMB_LENGTH = 1.5  # ... each at least this many times as long as the boxes between them are tall ...
 COMB_THIN = 0.12  # ... and thinner than this share of that height (not the bars of a written E) ...
 COMB_BOXES = 2  # ... with the dividers of at least this many boxes running from one rule to the other
-COMB_ASPECT = 2.0  # a page this much wider than tall may be a tilted photo of a comb field ...
-COMB_TILTS = np.radians(np.arange(-4.0, 4.01, 0.25))  # ... tilted this much at most
+COMB_ASPECT = 2.0  # a page this much wider than tall may be a photo of a comb field, perhaps askew
+TILTS = np.radians(np.arange(-4.0, 4.01, 0.25))  # printed lines are looked for this far askew, at most
 SPECK = 0.02  # components below this share of the largest one are specks (not of all the ink: a page of
 # many small characters has no component with much of the ink)
 FRAGMENT = 0.5  # components cut by the crop edge and smaller than this share of the largest are neighbours
@@ -207,21 +207,47 @@ def _comb(mask: np.ndarray) -> np.ndarray:
     return lines & mask
 
 
+def _tilt(rows: np.ndarray, cols: np.ndarray) -> tuple[float, int]:
+    """The tilt (radians, within ``TILTS``) under which some row holds the most of these pixels, and that most."""
+    if rows.size == 0:
+        return 0.0, 0
+    fullest = []
+    for tilt in TILTS:
+        shifted = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
+        fullest.append(int(np.bincount(shifted - shifted.min()).max()))
+    best = int(np.argmax(fullest))
+    return float(TILTS[best]), fullest[best]
+
+
+def _tilted_rules(mask: np.ndarray) -> np.ndarray:
+    """:func:`_rules` on a page photographed a few degrees askew: the ink is sheared so that the fullest row
+    is level, and a rule is a run as long as the page is wide (less ``RULE_SPAN`` at each end)."""
+    width = mask.shape[1]
+    rows, cols = np.nonzero(mask)
+    tilt, fullest = _tilt(rows, cols)
+    if tilt == 0.0 or fullest < LINE_FILL * width:
+        return np.zeros_like(mask)
+    straight_rows = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
+    straight_rows -= straight_rows.min()
+    straight = np.zeros((int(straight_rows.max()) + 1, width), dtype=bool)
+    straight[straight_rows, cols] = True
+    found = ops.runs(ops.grow(straight))
+    long = found.length >= (1 - 2 * RULE_SPAN) * width
+    runs_mask = np.zeros_like(straight)
+    ops.paint_runs(runs_mask, ops.Runs(found.row[long], found.start[long], found.stop[long]))
+    lines = np.zeros_like(mask)
+    lines[rows, cols] = runs_mask[straight_rows, cols]
+    return lines
+
+
 def _tilted_comb(mask: np.ndarray) -> np.ndarray:
     """:func:`_comb` on a photo taken a few degrees askew. The tilt is the one under which some row of the
     page holds the most ink (the rules, straightened); the ink is sheared by it (rows, then columns: a
     rotation, for small angles), the rules are found, and each ink pixel keeps the verdict of where it went."""
     width = mask.shape[1]
     rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        return np.zeros_like(mask)
-    fullest = []
-    for tilt in COMB_TILTS:
-        shifted = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
-        fullest.append(int(np.bincount(shifted - shifted.min()).max()))
-    best = int(np.argmax(fullest))
-    tilt = float(COMB_TILTS[best])
-    if fullest[best] < COMB_SPAN * width:
+    tilt, fullest = _tilt(rows, cols)
+    if fullest < COMB_SPAN * width:
         return np.zeros_like(mask)
     if tilt == 0.0:
         return _comb(mask)
@@ -270,9 +296,14 @@ def clear_page(ink: Ink) -> Ink:
     as_bytes = faint.view(np.uint8)  # a line crosses the page: some row or column is nearly all ink
     fullest_row = as_bytes.sum(axis=1, dtype=np.int32).max()
     if fullest_row < LINE_FILL * width and as_bytes.sum(axis=0, dtype=np.int32).max() < LINE_FILL * height:
-        across = down = np.zeros_like(faint)
+        across, down = np.zeros_like(faint), np.zeros_like(faint)
     else:
         across, down = _rules(faint), _rules(faint.T).T
+    # A line crossing a page photographed askew fills no row, but still reaches both opposite edges.
+    if faint[:, 0].any() and faint[:, -1].any():
+        across |= _tilted_rules(faint)
+    if faint[0].any() and faint[-1].any():
+        down |= _tilted_rules(faint.T).T
     rules = across | down
     if width >= COMB_ASPECT * height:  # a field, perhaps photographed askew: straighten its rules to find them
         rules |= _tilted_comb(faint)
