@@ -205,3 +205,14 @@ def test_a_form_field_photographed_askew_loses_its_box_lines_too(classifier, deg
     tilted = image.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=paper)
     record = read(png(np.asarray(tilted)), classifier)
     assert len(record["characters"]) == 5, record.get("text")
+
+
+@pytest.mark.parametrize("seed", [5, 7, 8])
+def test_a_form_box_cut_out_of_a_tilted_photo_is_one_character_not_its_line_stubs(seed: int) -> None:
+    from training.render import form_cell
+
+    image = Image.open(io.BytesIO(form_cell(GLYPHS[seed % 6], np.random.default_rng(seed)))).convert("L")
+    image = image.rotate(3.0, resample=Image.Resampling.BICUBIC, fillcolor=int(np.median(np.asarray(image))))
+    margin = int(0.06 * image.width)  # the box lines run on past the crop's edges
+    cropped = image.crop((margin, margin, image.width - margin, image.height - margin))
+    assert len(candidates(png(np.asarray(cropped)), LIMIT).glyphs) == 1

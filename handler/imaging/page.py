@@ -36,6 +36,8 @@ COMB_THIN = 0.12  # ... and thinner than this share of that height (not the bars
 COMB_BOXES = 2  # ... with the dividers of at least this many boxes running from one rule to the other
 COMB_ASPECT = 2.0  # a page this much wider than tall may be a photo of a comb field, perhaps askew
 TILTS = np.radians(np.arange(-4.0, 4.01, 0.25))  # printed lines are looked for this far askew, at most
+STRAY_ELONGATION = 5.0  # a component this many times longer than wide ...
+STRAY_THIN = 0.6  # ... and thinner than this share of the handwriting's strokes is a piece of a printed line
 SPECK = 0.02  # components below this share of the largest one are specks (not of all the ink: a page of
 # many small characters has no component with much of the ink)
 FRAGMENT = 0.5  # components cut by the crop edge and smaller than this share of the largest are neighbours
@@ -323,11 +325,25 @@ def clear_page(ink: Ink) -> Ink:
     if inside.size == 0 or inside.max() < FRAGMENT * found.area.max():
         return replace(ink, parts=found)  # the handwriting itself reaches the edges: a tight crop, leave it whole
     keep = (found.area >= SPECK * found.area.max()) & (~on_edge | (found.area >= FRAGMENT * inside.max()))
+    keep &= ~_stray_lines(found, ink.mask)
     if keep.all():
         return replace(ink, parts=found)
     cleaned = found.mask(keep, ink.mask.shape)
     values = _paper_where(ink, ops.grow(ink.mask & ~cleaned) & ~cleaned)
     return Ink(values, cleaned, ink.background, ink.peak, ink.level, found.subset(keep))
+
+
+def _stray_lines(found: ops.Components, mask: np.ndarray) -> np.ndarray:
+    """Pieces of printed lines that the rules missed (a box line leaving a tilted crop through a side):
+    long, straight and much thinner than the handwriting's strokes. The largest component is never one."""
+    heights, widths = found.bottom - found.top + 1, found.right - found.left + 1
+    long_side, short_side = np.maximum(heights, widths), np.minimum(heights, widths)
+    stray = long_side >= STRAY_ELONGATION * short_side
+    stray[int(np.argmax(found.area))] = False
+    if not stray.any():
+        return stray
+    stroke = ops.relative_stroke_width(mask) * max(mask.shape)  # the ink's stroke width, in pixels
+    return stray & (found.area / long_side <= STRAY_THIN * stroke)
 
 
 def _as_values(ink: Ink, level: float) -> float:
