@@ -186,3 +186,20 @@ def test_the_line_reader_trains_on_the_strips_serving_makes_and_converts_to_lite
     frames = LineReader(exported, temperature=1.0).predict(strip[np.newaxis])
     assert frames.shape == (1, WIDTH // 4, 48)
     np.testing.assert_allclose(frames.sum(axis=-1), 1.0, atol=1e-3)
+
+
+def test_a_line_reader_for_other_classes_is_refused_at_load(model_uri: str, tmp_path: Path) -> None:
+    from training import line_reader
+
+    run = tmp_path / "run"
+    run.mkdir()
+    line_reader.build(n_classes=10).save(run / "model.keras")  # a digits-only reader beside 47 classes
+    exported = line_reader.export(run)
+    folder = tmp_path / "version"
+    shutil.copytree(model_uri, folder)
+    shutil.copy2(exported, folder / model.LINE_READER_FILE)
+    body = json.loads((folder / model.MANIFEST_NAME).read_text())
+    body["files"][model.LINE_READER_FILE]["sha256"] = model.sha256_file(exported)
+    (folder / model.MANIFEST_NAME).write_text(json.dumps(body))
+    with pytest.raises(ModelError, match="not the 47 classes and a blank"):
+        model.load(str(folder), tmp_path / "cache")
