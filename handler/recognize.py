@@ -26,7 +26,7 @@ CHARACTER_BONUS = 0.3  # log-odds credited per character: a plain product of pro
 WHOLE_ODDS = 0.0  # the line reader's reading of a wide blob is kept when likelier than any single character ...
 ALONE_ODDS = 3.0  # ... and 20 times likelier for a blob alone on its page: most such uploads are one wide letter
 CONTEXT_MIN = 3  # characters on a line before the line says whether it is letters or digits
-LINE_KINDS = {"letters": 1 / 3, "digits": 1 / 3, "mixed": 1 / 3}  # a name, an amount, a code like A7X9: no favourite
+LINE_KINDS = {"letters": 0.25, "capitals": 0.25, "digits": 0.25, "mixed": 0.25}  # a word, a NAME, 1,234, A7X9
 REVIEW_SEGMENTATION = 0.5  # when another count of characters is as likely, the whole reading asks for review
 
 
@@ -288,16 +288,18 @@ def _best_split(atoms: int, options: list[_Option]) -> tuple[list[_Option], floa
 
 
 def _in_context(rows: list[np.ndarray], classes: str) -> list[np.ndarray]:
-    """A line's characters read together: most lines are all letters (a name) or all digits (an amount, a
-    code), so an ambiguous ``0``/``O``, ``1``/``I`` or ``5``/``S`` is read as the kind its line is made of.
-    The classifier's probabilities assume every class equally likely; a line is one of three kinds (letters
-    only, digits only, mixed: ``LINE_KINDS``), each with its class prior, and each character's probabilities
-    are averaged over the kinds, weighed by how well each kind explains the whole line (Bayes). A mixed line
-    (``A7X9``) is left as it was; lines of fewer than ``CONTEXT_MIN`` characters too."""
+    """A line's characters read together: most lines are all letters (a word), all capitals (a name on a
+    form) or all digits (an amount), so an ambiguous ``0``/``O``, ``1``/``I``, ``5``/``S`` or ``f``/``F`` is
+    read as the kind its line is made of. The classifier's probabilities assume every class equally likely;
+    a line is one of four kinds (``LINE_KINDS``, equally likely beforehand), each with its class prior, and
+    each character's probabilities are averaged over the kinds, weighed by how well each kind explains the
+    whole line (Bayes). A mixed line (``A7X9``) is left as it was; lines of fewer than ``CONTEXT_MIN``
+    characters too."""
     if len(rows) < CONTEXT_MIN:
         return rows
     digit = np.array([label.isdigit() for label in classes])
-    kinds = {"letters": ~digit, "digits": digit, "mixed": np.ones_like(digit)}
+    capital = np.array([label.isupper() for label in classes])
+    kinds = {"letters": ~digit, "capitals": capital, "digits": digit, "mixed": np.ones_like(digit)}
     stacked = np.stack(rows).astype(np.float64)
     log_evidence, posteriors = [], []
     for name, members in kinds.items():

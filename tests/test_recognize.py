@@ -112,3 +112,13 @@ def test_a_label_its_line_made_sure_of_still_asks_for_review_when_the_character_
     in_line, alone = _row(O=0.999), _row(_0=0.55, O=0.45)
     assert _character(in_line, classes, 3, 0.99, None, 0, alone).review is True
     assert _character(in_line, classes, 3, 0.99, None, 0, in_line).review is False
+
+
+def test_a_line_of_capitals_reads_an_ambiguous_f_as_a_capital() -> None:
+    from handler.recognize import _in_context
+
+    classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
+    line = _in_context([_row(M=0.95), _row(A=0.95), _row(f=0.55, F=0.45), _row(K=0.95), _row(E=0.95)], classes)
+    assert classes[int(line[2].argmax())] == "F"
+    word = _in_context([_row(h=0.95), _row(e=0.95), _row(f=0.55, F=0.45), _row(t=0.95)], classes)
+    assert classes[int(word[2].argmax())] == "f"  # a lowercase word keeps its lowercase f
