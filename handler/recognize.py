@@ -21,6 +21,7 @@ import numpy as np
 from handler.imaging import Box, Candidates
 from handler.imaging.segment import Piece, Wide
 from handler.imaging.strip import FRAME, strip_columns
+from handler.model import calibrate
 
 CHARACTER_BONUS = 0.3  # log-odds credited per character: a plain product of probabilities favours merging
 WHOLE_ODDS = 0.0  # the line reader's reading of a wide blob is kept when likelier than any single character ...
@@ -176,11 +177,16 @@ class LineCharacter:
     probabilities: np.ndarray
 
 
+def allowed_columns(frames: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The line reader's columns with the classes outside ``allowed`` taken out (CTC's blank stays)."""
+    return frames * np.append(allowed, True)
+
+
 def decode_line(frames: np.ndarray, allowed: np.ndarray | None = None) -> list[LineCharacter]:
     """CTC best path over (columns, classes + blank) probabilities: the likeliest class per column, repeats
     merged, blanks dropped. With ``allowed`` (a class mask), the other classes are taken out first."""
     if allowed is not None:
-        frames = frames * np.append(allowed, True)
+        frames = allowed_columns(frames, allowed)
     classes = frames.shape[1] - 1
     best = frames.argmax(axis=1)
     found: list[LineCharacter] = []
@@ -314,14 +320,6 @@ def _in_context(rows: list[np.ndarray], classes: str) -> list[np.ndarray]:
     return [row.astype(np.float32) for row in mixed]
 
 
-def _calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    if temperature == 1.0:
-        return probabilities
-    scaled = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
-    scaled = np.exp(scaled - scaled.max())
-    return scaled / scaled.sum()
-
-
 def _read_whole(
     wide: Wide,
     frames: np.ndarray,
@@ -335,7 +333,7 @@ def _read_whole(
     columns between its neighbours' (the reader's alignment); and the reader's log-odds of that reading
     against the likeliest single character."""
     if allow:
-        frames = frames * np.append(allowed_mask(classes, allow), True)
+        frames = allowed_columns(frames, allowed_mask(classes, allow))
     path = decode_line(frames)
     if len(path) < 2:
         return (), -math.inf
@@ -350,7 +348,7 @@ def _read_whole(
     edges.append(wide.box.width)
     characters = []
     for character, left, right in zip(path, edges, edges[1:], strict=False):
-        probabilities = restrict(_calibrated(character.probabilities, temperature), classes, allow)
+        probabilities = restrict(calibrate(character.probabilities, temperature), classes, allow)
         box = found.box(wide.column_box(left, max(left, right - 1)))
         characters.append((probabilities, box))
     return tuple(characters), odds

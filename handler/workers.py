@@ -55,10 +55,7 @@ def scorer(classifier: Classifier) -> Predict:
         reader = classifier.line_reader
         if reader is None:
             return [Scores(glyph_rows) for glyph_rows in rows]
-        if sum(counts):
-            frames = np.split(reader.predict(np.concatenate([page.strips for page in pages])), np.cumsum(counts)[:-1])
-        else:
-            frames = [reader.predict(page.strips) for page in pages]
+        frames = np.split(reader.predict(np.concatenate([page.strips for page in pages])), np.cumsum(counts)[:-1])
         return [Scores(glyph_rows, strip_frames) for glyph_rows, strip_frames in zip(rows, frames, strict=True)]
 
     return score

@@ -36,6 +36,7 @@ from handler.model import (
     LineReader,
     Manifest,
     build_manifest,
+    calibrate,
     sha256_file,
 )
 from handler.recognize import decode_line
@@ -213,8 +214,7 @@ def measure(run: Path, data: str, classes: str, lines: int = 2000, seed: int = 2
     half = len(peak) // 2
     temperature = fit_temperature(peak[:half], truth_array[:half])
     held = peak[half:]
-    scaled = np.exp(np.log(np.clip(held, 1e-12, 1)) / temperature)
-    scaled /= scaled.sum(axis=1, keepdims=True)
+    scaled = calibrate(held, temperature)
     right = held.argmax(axis=1) == truth_array[half:]
     return {
         "lines": len(truths),

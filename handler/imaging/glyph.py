@@ -54,16 +54,23 @@ def to_glyph(ink: Ink) -> np.ndarray:
     return (small / top_value).astype(np.float32)
 
 
-def glyph_of(ink: Ink, box: Box, mask: np.ndarray) -> np.ndarray:
-    """One candidate character of a page (its box and its own ink mask) -> the model's input: the same
-    geometry as a single-character upload, with a neighbour's ink inside the box left out."""
+def own_ink(ink: Ink, box: Box, mask: np.ndarray) -> tuple[Ink, int, int]:
+    """A piece of a page (its box and its own ink mask) as :class:`Ink` of its own: the box and a pixel
+    around it, a neighbour's ink inside left out, the piece's anti-aliased edges kept. Also the box's row and
+    column offset inside it (1, or 0 at the page's edge)."""
     height, width = ink.mask.shape
     top, left = max(0, box.top - 1), max(0, box.left - 1)
     bottom, right = min(height, box.top + box.height + 1), min(width, box.left + box.width + 1)
     own = np.zeros((bottom - top, right - left), dtype=bool)
     own[box.top - top : box.top - top + box.height, box.left - left : box.left - left + box.width] = mask
-    values = np.where(ops.grow(own), ink.values[top:bottom, left:right], 0)  # with its anti-aliased edges
-    return to_glyph(Ink(values, own, ink.background, ink.peak, ink.level))
+    values = np.where(ops.grow(own), ink.values[top:bottom, left:right], 0)
+    return Ink(values, own, ink.background, ink.peak, ink.level), box.top - top, box.left - left
+
+
+def glyph_of(ink: Ink, box: Box, mask: np.ndarray) -> np.ndarray:
+    """One candidate character of a page (its box and its own ink mask) -> the model's input: the same
+    geometry as a single-character upload, with a neighbour's ink inside the box left out."""
+    return to_glyph(own_ink(ink, box, mask)[0])
 
 
 EMNIST_MIN_EXTENT = 18  # EMNIST glyphs span 24 px or so of their 28

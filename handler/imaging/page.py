@@ -209,59 +209,69 @@ def _comb(mask: np.ndarray) -> np.ndarray:
     return lines & mask
 
 
-def _tilt(rows: np.ndarray, cols: np.ndarray) -> tuple[float, int]:
-    """The tilt (radians, within ``TILTS``) under which some row holds the most of these pixels, and that most."""
-    if rows.size == 0:
-        return 0.0, 0
-    fullest = []
-    for tilt in TILTS:
-        shifted = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
-        fullest.append(int(np.bincount(shifted - shifted.min()).max()))
-    best = int(np.argmax(fullest))
-    return float(TILTS[best]), fullest[best]
+@dataclass(frozen=True)
+class _Levelled:
+    """A mask's pixels (``rows``, ``cols``) with the rows they move to when the mask is sheared by ``tilt``
+    (radians, within ``TILTS``): the tilt under which some row holds the most of them (``fullest``), i.e.
+    the tilt of its longest straight line."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    tilt: float
+    fullest: int
+    level_rows: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> _Levelled:
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:
+            return cls(rows, cols, 0.0, 0, rows)
+        fullest = []
+        for tilt in TILTS:
+            fullest.append(int(np.bincount(_shear(rows, cols, tilt)).max()))
+        best = int(np.argmax(fullest))
+        tilt = float(TILTS[best])
+        return cls(rows, cols, tilt, fullest[best], _shear(rows, cols, tilt))
 
 
-def _tilted_rules(mask: np.ndarray) -> np.ndarray:
-    """:func:`_rules` on a page photographed a few degrees askew: the ink is sheared so that the fullest row
-    is level, and a rule is a run as long as the page is wide (less ``RULE_SPAN`` at each end)."""
+def _shear(rows: np.ndarray, cols: np.ndarray, tilt: float) -> np.ndarray:
+    """Rows moved by ``tilt`` along the columns, shifted to start at 0."""
+    sheared = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
+    return sheared - sheared.min()
+
+
+def _tilted_rules(mask: np.ndarray, level: _Levelled) -> np.ndarray:
+    """:func:`_rules` on a page photographed a few degrees askew (``level``: its pixels levelled): a rule is
+    a run as long as the page is wide (less ``RULE_SPAN`` at each end) once the fullest row is level."""
     width = mask.shape[1]
-    rows, cols = np.nonzero(mask)
-    tilt, fullest = _tilt(rows, cols)
-    if tilt == 0.0 or fullest < LINE_FILL * width:
+    if level.tilt == 0.0 or level.fullest < LINE_FILL * width:
         return np.zeros_like(mask)
-    straight_rows = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
-    straight_rows -= straight_rows.min()
-    straight = np.zeros((int(straight_rows.max()) + 1, width), dtype=bool)
-    straight[straight_rows, cols] = True
+    straight = np.zeros((int(level.level_rows.max()) + 1, width), dtype=bool)
+    straight[level.level_rows, level.cols] = True
     found = ops.runs(ops.grow(straight))
     long = found.length >= (1 - 2 * RULE_SPAN) * width
     runs_mask = np.zeros_like(straight)
     ops.paint_runs(runs_mask, ops.Runs(found.row[long], found.start[long], found.stop[long]))
     lines = np.zeros_like(mask)
-    lines[rows, cols] = runs_mask[straight_rows, cols]
+    lines[level.rows, level.cols] = runs_mask[level.level_rows, level.cols]
     return lines
 
 
-def _tilted_comb(mask: np.ndarray) -> np.ndarray:
-    """:func:`_comb` on a photo taken a few degrees askew. The tilt is the one under which some row of the
-    page holds the most ink (the rules, straightened); the ink is sheared by it (rows, then columns: a
-    rotation, for small angles), the rules are found, and each ink pixel keeps the verdict of where it went."""
-    width = mask.shape[1]
-    rows, cols = np.nonzero(mask)
-    tilt, fullest = _tilt(rows, cols)
-    if fullest < COMB_SPAN * width:
+def _tilted_comb(mask: np.ndarray, level: _Levelled) -> np.ndarray:
+    """:func:`_comb` on a photo taken a few degrees askew (``level``: its pixels levelled): the ink is
+    sheared by the rules' tilt (rows, then columns: a rotation, for small angles), the rules are found, and
+    each ink pixel keeps the verdict of where it went."""
+    if level.fullest < COMB_SPAN * mask.shape[1]:
         return np.zeros_like(mask)
-    if tilt == 0.0:
+    if level.tilt == 0.0:
         return _comb(mask)
-    straight_rows = rows - np.round(cols * np.tan(tilt)).astype(np.int64)
-    straight_rows -= straight_rows.min()
-    straight_cols = cols + np.round(straight_rows * np.tan(tilt)).astype(np.int64)
-    straight_cols -= straight_cols.min()
+    straight_rows = level.level_rows
+    straight_cols = _shear(level.cols, -straight_rows, level.tilt)
     straight = np.zeros((int(straight_rows.max()) + 1, int(straight_cols.max()) + 1), dtype=bool)
     straight[straight_rows, straight_cols] = True
     found = _comb(straight)
     lines = np.zeros_like(mask)
-    lines[rows, cols] = found[straight_rows, straight_cols]
+    lines[level.rows, level.cols] = found[straight_rows, straight_cols]
     return lines
 
 
@@ -302,13 +312,16 @@ def clear_page(ink: Ink) -> Ink:
     else:
         across, down = _rules(faint), _rules(faint.T).T
     # A line crossing a page photographed askew fills no row, but still reaches both opposite edges.
-    if faint[:, 0].any() and faint[:, -1].any():
-        across |= _tilted_rules(faint)
+    field = width >= COMB_ASPECT * height  # a comb field, perhaps photographed askew
+    side_to_side = bool(faint[:, 0].any() and faint[:, -1].any())
+    level = _Levelled.of(faint) if field or side_to_side else None  # levelled once, for rules and comb alike
+    if level is not None and side_to_side:
+        across |= _tilted_rules(faint, level)
     if faint[0].any() and faint[-1].any():
-        down |= _tilted_rules(faint.T).T
+        down |= _tilted_rules(faint.T, _Levelled.of(faint.T)).T
     rules = across | down
-    if width >= COMB_ASPECT * height:  # a field, perhaps photographed askew: straighten its rules to find them
-        rules |= _tilted_comb(faint)
+    if level is not None and field:  # straighten its rules to find them
+        rules |= _tilted_comb(faint, level)
     elif fullest_row >= COMB_SPAN * width:
         rules |= _comb(faint)
     if rules.any():

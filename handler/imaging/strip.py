@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from handler.imaging import ops
+from handler.imaging.glyph import own_ink
 from handler.imaging.page import Ink
 from handler.imaging.segment import Box
 
@@ -26,13 +27,8 @@ def strip_columns(box: Box) -> int:
 def to_strip(ink: Ink, box: Box, mask: np.ndarray) -> np.ndarray:
     """One blob (its box in the ink's pixels and its own mask) -> (32, 128) float32, white ink on black, 0-1,
     with a neighbour's ink inside the box left out."""
-    height, width = ink.mask.shape
-    top, left = max(0, box.top - 1), max(0, box.left - 1)
-    bottom, right = min(height, box.top + box.height + 1), min(width, box.left + box.width + 1)
-    own = np.zeros((bottom - top, right - left), dtype=bool)
-    own[box.top - top : box.top - top + box.height, box.left - left : box.left - left + box.width] = mask
-    values = np.where(ops.grow(own), ink.crop(top, bottom - 1, left, right - 1), 0.0)  # anti-aliased edges kept
-    inner = values[box.top - top : box.top - top + box.height, box.left - left : box.left - left + box.width]
+    own, row, column = own_ink(ink, box, mask)
+    inner = own.crop(row, row + box.height - 1, column, column + box.width - 1)
     columns = strip_columns(box)
     small = ops.resize(inner, columns, HEIGHT - 2 * BORDER, Image.Resampling.BILINEAR)
     out = np.zeros((HEIGHT, WIDTH), dtype=np.float32)
