@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import label_files, write_results  # noqa: E402
 from benchmarks.strings import score  # noqa: E402
+from handler import model  # noqa: E402
+from handler.config import bundled_model_uri  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
 from training.render import form_cell, form_field  # noqa: E402
 
@@ -60,8 +62,12 @@ def main() -> int:
     names = [rng.choice(capitals, int(rng.integers(3, 11)), replace=False) for _ in range(args.names)]
     name_truth = ["".join(data.classes[data.labels[i]] for i in name) for name in names]
     fields = [form_field([data.images[i] for i in name], rng) for name in names]
-    results: dict[str, dict[str, float]] = {}
+    classifier = model.load(bundled_model_uri(), Path("/tmp/models"))
+    on_arrays = classifier.predict(data.images[chosen].astype(np.float32) / 255.0).argmax(axis=1)
+    own = float(np.mean([classifier.classes[i] == t for i, t in zip(on_arrays, truth, strict=True)]))
+    results: dict[str, dict[str, float]] = {"model on the 28x28 arrays": {"form_cell_accuracy": round(own, 4)}}
     print(f"{args.cells} form cells and {args.names} names in form fields, turned and cropped like a photo")
+    print(f"  the model on the same letters' 28x28 arrays: {own:6.2%}")
     for angle in ANGLES:
         signs = [1 if k % 2 else -1 for k in range(max(len(cells), len(fields)))]
         cell_records = label_files([askew(c, angle * s, 0.06) for c, s in zip(cells, signs, strict=False)])

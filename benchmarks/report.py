@@ -215,7 +215,8 @@ def askew_table() -> str:
         "| --- | --- | --- |",
     ]
     for angle, r in result.items():
-        lines.append(f"| {angle} | {r['form_cell_accuracy']:.2%} | {r['names_cer']:.2%} |")
+        names = f"{r['names_cer']:.2%}" if "names_cer" in r else ""
+        lines.append(f"| {angle} | {r['form_cell_accuracy']:.2%} | {names} |")
     return "\n".join(lines)
 
 
