@@ -25,7 +25,7 @@ from handler.imaging.errors import unreadable
 from handler.model import Classifier
 from handler.recognize import AllowError, read_page
 from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
-from handler.sinks import RecordSlots, S3RecordSink, batch_key, write_batch
+from handler.sinks import RecordSlots, S3RecordSink, batch_key, in_step, write_batch
 from handler.storage import ALLOW_METADATA, ObjectMissing, ObjectTooLarge, Storage
 from handler.workers import Scores, Workers, prepare_one, readable_of, scorer
 
@@ -200,19 +200,16 @@ def _slots(service: Service, key: str) -> RecordSlots:
 
 
 def _already_done(service: Service, source: Source) -> str | None:
-    """The record key if this input has exactly one record, for the same etag and model version."""
+    """The record key if this input's record is for the same etag and model version and its errors/ mirror
+    is in step (a crash between the two leaves them apart: such an input is redone, which repairs it)."""
     if not source.etag:
         return None
     slots = _slots(service, source.key)
     bucket = str(source.bucket)
-    heads = {key: service.storage.head_record(bucket, key) for key in (slots.result, slots.error)}
-    present = {key: head for key, head in heads.items() if head}
-    if len(present) != 1:
-        return None  # nothing yet, or two records (a crash between write and clean-up): redo it
-    ((key, head),) = present.items()
-    if head.source_etag == source.etag and head.model_version == service.model_info.version:
-        return key
-    return None
+    head, mirror = (service.storage.head_record(bucket, key) for key in (slots.record, slots.mirror))
+    if head is None or head.source_etag != source.etag or head.model_version != service.model_info.version:
+        return None
+    return slots.record if in_step(head, mirror) else None
 
 
 def _chunks(indices: list[int], sources: Sequence[Source], max_items: int, max_bytes: int) -> Iterator[list[int]]:
@@ -288,7 +285,7 @@ def process(
             return Outcome(source, "failed", failure=repr(exc))
         if committed == "superseded":
             return Outcome(source, "superseded")
-        key = _slots(service, source.key).for_record(record)[0]
+        key = _slots(service, source.key).record
         return Outcome(source, "error" if errored else "result", record_key=key, error_code=code)
 
     pending = [index for index in range(len(sources)) if index not in outcomes]

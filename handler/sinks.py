@@ -1,19 +1,23 @@
 """Where records go, and the write protocol that keeps exactly one record per input describing it as it is now.
 
-An input has two record slots, ``output/<key>.json`` (result) and ``errors/<key>.json`` (error). Every
-writer follows the same steps, all of them conditional, so that any interleaving of writers (two
-versions of one key, a bulk run racing an upload, a retry after a crash) ends with one record, and
-that record is for the object's current ETag:
+An input's record lives in one object, ``output/<key>.json``: its result or its error (``schema`` says
+which). One object means one conditional write decides every race, so the common case (a new upload)
+costs a single PUT. Error records are also mirrored to ``errors/<key>.json``, an index that lets
+operators list what failed; the mirror follows its record, never the other way round.
 
-1. PUT our slot with ``If-None-Match: *`` (most inputs are new). If that fails, HEAD the slot: if it
-   already holds this version and model, skip the PUT; if it holds another version, ask S3 which one
-   is current (HEAD the input), and stop if it is not ours.
-2. PUT our slot with ``If-Match`` the ETag seen in step 1; on 412, start again from the HEAD.
-3. HEAD the other slot. If it describes the current version and ours does not, delete ours; otherwise
-   delete it, ``If-Match`` the ETag we saw (conditional delete); on 412, start again.
+Writing a record (every step conditional, so any interleaving of writers, such as two versions of one
+key, a bulk run racing an upload, or a retry after a crash, ends with the record of the object's
+current ETag):
 
-The common case (a new upload) costs PUT + HEAD; the input HEAD is paid only when two versions meet.
-A crash anywhere leaves a state the next attempt (an SQS redelivery, a bulk rerun) finishes from step 1.
+1. PUT the record with ``If-None-Match: *`` (most inputs are new). Done, for a result.
+2. If that fails, HEAD the record: if it already holds this version and model, keep it; if it holds
+   another version, ask S3 which one is current (HEAD the input), and stop if it is not ours. Otherwise
+   PUT it ``If-Match`` the ETag just seen; on 412, start again.
+3. After an error record, or after step 2 (a record was already there, perhaps an error), bring the
+   mirror in line with whatever the record is now (:meth:`S3RecordSink.mirror`).
+
+A crash anywhere leaves the record right or for the next attempt (an SQS redelivery, a bulk rerun) to
+finish from step 1; that attempt takes step 3 too, so it also repairs a mirror the crash left behind.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from handler.records import Source, is_error, record_key
-from handler.storage import RecordHead, Storage, WriteConflict
+from handler.storage import ERROR_KIND, RESULT_KIND, RecordHead, Storage, WriteConflict
 
 BATCHES = "_batches/"
 MAX_ROUNDS = 8  # each round is lost only to another writer's progress; 8 in a row means a storm: retry later
@@ -39,20 +43,16 @@ class CommitContention(RuntimeError):
 
 @dataclass(frozen=True)
 class RecordSlots:
-    """The two places an input's record can be; exactly one of them holds it."""
+    """Where an input's record goes (``record``), and where it is mirrored while it is an error (``mirror``)."""
 
-    result: str
-    error: str
+    record: str
+    mirror: str
 
     @classmethod
     def of(cls, input_key: str, input_prefix: str, output_prefix: str, error_prefix: str) -> RecordSlots:
         return cls(
             record_key(input_key, input_prefix, output_prefix), record_key(input_key, input_prefix, error_prefix)
         )
-
-    def for_record(self, record: dict[str, Any]) -> tuple[str, str]:
-        """(where this record goes, the slot that must end up empty)."""
-        return (self.error, self.result) if is_error(record) else (self.result, self.error)
 
 
 class S3RecordSink:
@@ -65,51 +65,83 @@ class S3RecordSink:
     def commit(
         self, bucket: str, input_key: str, source_etag: str, slots: RecordSlots, record: dict[str, Any]
     ) -> Committed:
-        mine, other = slots.for_record(record)
         body = json.dumps(record, ensure_ascii=False).encode()
-        for attempt in range(MAX_ROUNDS):
+        kind = ERROR_KIND if is_error(record) else RESULT_KIND
+        storage = self.storage
+        with contextlib.suppress(WriteConflict):  # most inputs are new: "only if absent", no HEAD
+            written = storage.put_record(
+                bucket, slots.record, body, source_etag, self.model_version, replaces=None, kind=kind
+            )
+            if kind == ERROR_KIND:
+                self.mirror(bucket, slots, (written, body))
+            return "written"
+        for _ in range(MAX_ROUNDS):
             try:
-                return self._round(bucket, input_key, source_etag, mine, other, body, optimistic=attempt == 0)
+                outcome = self._replace(bucket, input_key, source_etag, slots.record, body, kind)
             except WriteConflict:
                 continue
+            self.mirror(bucket, slots, (outcome[1], body) if outcome[1] else None)
+            return outcome[0]
         raise CommitContention(f"s3://{bucket}/{input_key}: records kept changing under {MAX_ROUNDS} attempts")
 
-    def _round(
-        self, bucket: str, input_key: str, etag: str, mine: str, other: str, body: bytes, *, optimistic: bool
-    ) -> Committed:
+    def _replace(
+        self, bucket: str, input_key: str, etag: str, key: str, body: bytes, kind: str
+    ) -> tuple[Committed, str | None]:
+        """Step 2: (what happened, the record's ETag if it now holds the body we wrote)."""
+        seen = self.storage.head_record(bucket, key)
+        if seen and seen.source_etag != etag and (self.storage.current_etag(bucket, input_key) or "") != etag:
+            return "superseded", None
+        if seen and seen.source_etag == etag and seen.model_version == self.model_version:
+            return "unchanged", None  # an earlier attempt's body: the mirror must copy that one, not ours
+        written = self.storage.put_record(
+            bucket, key, body, etag, self.model_version, replaces=seen.etag if seen else None, kind=kind
+        )
+        return "written", written
+
+    def mirror(self, bucket: str, slots: RecordSlots, ours: tuple[str, bytes] | None = None) -> None:
+        """Make ``errors/<key>.json`` a copy of the record while the record is an error, and absent otherwise.
+
+        Each round reads the record, fixes the mirror, and reads the record again: a round whose record
+        changed meanwhile starts over, so the last writer to touch the mirror always leaves it matching
+        the record. ``ours`` is (ETag, body) of a record we just wrote, which saves reading it back.
+        """
         storage = self.storage
-        written: str | None = None
-        outcome = "written"
-        if optimistic:  # most inputs are new: try "only if absent" first and skip the HEAD
-            with contextlib.suppress(WriteConflict):
-                written = storage.put_record(bucket, mine, body, etag, self.model_version, replaces=None)
-        if written is None:
-            seen = storage.head_record(bucket, mine)
-            if seen and seen.source_etag != etag and not self._is_current(bucket, input_key, etag):
-                return "superseded"
-            if seen and seen.source_etag == etag and seen.model_version == self.model_version:
-                written, outcome = seen.etag, "unchanged"
-            else:
-                written = storage.put_record(
-                    bucket, mine, body, etag, self.model_version, replaces=seen.etag if seen else None
-                )
-        rival = storage.head_record(bucket, other)
-        if rival is None:
-            return outcome  # type: ignore[return-value]
-        if self._rival_wins(bucket, input_key, etag, rival):
-            storage.delete_if_unchanged(bucket, mine, written)
-            return "superseded"
-        storage.delete_if_unchanged(bucket, other, rival.etag)
-        return outcome  # type: ignore[return-value]
+        for _ in range(MAX_ROUNDS):
+            record = storage.head_record(bucket, slots.record)
+            copy = storage.head_record(bucket, slots.mirror)
+            try:
+                if record is None or record.kind != ERROR_KIND:
+                    if copy:
+                        storage.delete_if_unchanged(bucket, slots.mirror, copy.etag)
+                elif copy is None or copy.copy_of != record.etag:
+                    body = ours[1] if ours and ours[0] == record.etag else None
+                    if body is None:
+                        body, read_etag = storage.get_record(bucket, slots.record)
+                        if read_etag != record.etag:
+                            continue
+                    storage.put_record(
+                        bucket,
+                        slots.mirror,
+                        body,
+                        record.source_etag,
+                        record.model_version,
+                        replaces=copy.etag if copy else None,
+                        kind=ERROR_KIND,
+                        copy_of=record.etag,
+                    )
+            except WriteConflict:
+                continue
+            now = storage.head_record(bucket, slots.record)
+            if (now.etag if now else None) == (record.etag if record else None):
+                return
+        raise CommitContention(f"s3://{bucket}/{slots.mirror}: the record kept changing under {MAX_ROUNDS} attempts")
 
-    def _is_current(self, bucket: str, input_key: str, etag: str) -> bool:
-        return (self.storage.current_etag(bucket, input_key) or "") == etag
 
-    def _rival_wins(self, bucket: str, input_key: str, etag: str, rival: RecordHead) -> bool:
-        """The other slot's record stays only if it describes the current object and ours does not."""
-        if rival.source_etag == etag:
-            return False  # same version: ours is the newer verdict (a fixed model, a retried write)
-        return not self._is_current(bucket, input_key, etag)
+def in_step(record: RecordHead | None, mirror: RecordHead | None) -> bool:
+    """Whether a record and its mirror agree (what a bulk rerun checks before skipping an error)."""
+    if record is None or record.kind != ERROR_KIND:
+        return mirror is None
+    return mirror is not None and mirror.copy_of == record.etag
 
 
 def batch_key(output_prefix: str, model_version: str, sources: Sequence[Source]) -> str:

@@ -19,6 +19,9 @@ from handler.records import Source
 RETRIES = {"retries": {"mode": "standard", "max_attempts": 6}, "max_pool_connections": 64}
 META_ETAG = "source-etag"
 META_MODEL = "model-version"
+META_KIND = "record-kind"  # "result" or "error": what a HEAD needs to keep the errors/ mirror in step
+META_COPY_OF = "record-etag"  # on a mirror: the ETag of the record it copies
+RESULT_KIND, ERROR_KIND = "result", "error"
 ALLOW_METADATA = "allow"  # x-amz-meta-allow on an upload: the characters its field may hold
 
 
@@ -56,6 +59,8 @@ class RecordHead:
     etag: str
     source_etag: str
     model_version: str
+    kind: str = ""
+    copy_of: str = ""
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -119,19 +124,24 @@ class Storage:
         *,
         replaces: str | None,
         content_type: str = "application/json",
+        kind: str = "",
+        copy_of: str = "",
     ) -> str:
         """Write a record only if the slot still holds what we last saw: ``replaces`` is that object's
         ETag (``If-Match``), or None for "nothing there" (``If-None-Match: *``). Returns the new ETag;
         :class:`WriteConflict` if another writer got there first. The metadata lets a bulk run skip
-        inputs already done by this model."""
+        inputs already done by this model, and a HEAD tell a result from an error (``kind``) and a mirror
+        from the record it copies (``copy_of``)."""
         condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
+        metadata = {META_ETAG: source_etag, META_MODEL: model_version}
+        metadata |= {name: value for name, value in ((META_KIND, kind), (META_COPY_OF, copy_of)) if value}
         try:
             response = self.s3.put_object(
                 Bucket=bucket,
                 Key=key,
                 Body=body,
                 ContentType=content_type,
-                Metadata={META_ETAG: source_etag, META_MODEL: model_version},
+                Metadata=metadata,
                 **condition,
             )
         except ClientError as exc:
@@ -160,7 +170,23 @@ class Storage:
                 return None
             raise
         meta = response.get("Metadata", {})
-        return RecordHead(str(response.get("ETag", "")).strip('"'), meta.get(META_ETAG, ""), meta.get(META_MODEL, ""))
+        return RecordHead(
+            str(response.get("ETag", "")).strip('"'),
+            meta.get(META_ETAG, ""),
+            meta.get(META_MODEL, ""),
+            meta.get(META_KIND, ""),
+            meta.get(META_COPY_OF, ""),
+        )
+
+    def get_record(self, bucket: str, key: str) -> tuple[bytes, str]:
+        """A record's body and the ETag of the version read (to copy exactly what a HEAD saw)."""
+        try:
+            response = self.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in MISSING_WITHOUT_LIST:
+                raise WriteConflict(f"s3://{bucket}/{key} was removed while we read it") from exc
+            raise
+        return response["Body"].read(), str(response.get("ETag", "")).strip('"')
 
     def current_etag(self, bucket: str, key: str) -> str | None:
         """The input's ETag now (None if it is gone): the arbiter when two versions' records meet."""

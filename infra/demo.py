@@ -2,7 +2,7 @@
 
 An embedded S3 on 127.0.0.1, the bundled model, the images in ``samples/`` plus one broken
 upload: each upload's S3 notification reaches the Lambda entry point through an SQS batch,
-exactly as deployed, and the records written to ``output/`` and ``errors/`` are printed.
+exactly as deployed, and the records written to ``output/`` (results and errors) are printed.
 """
 
 from __future__ import annotations
@@ -57,33 +57,29 @@ def run_demo(samples: Path, out: object = sys.stdout) -> int:
         print("-" * 92, file=out)
         for key, _ in uploads:
             rel = key.removeprefix("input/")
-            for prefix in ("output/", "errors/"):
-                try:
-                    record = app.service().storage.get_json(BUCKET, f"{prefix}{rel}.json")
-                except s3.exceptions.NoSuchKey:
-                    continue
-                if "error" in record:
-                    print(
-                        f"{rel:<38} {'-':>5} {'':>6}  {record['error']['code']}: {record['error']['message'][:50]}",
-                        file=out,
-                    )
-                elif "label" in record:
-                    alternatives = ", ".join(f"{t['label']} {t['confidence']:.2f}" for t in record["top"][1:3])
-                    expected = Path(rel).stem.rpartition("-")[2]
-                    mark = "" if not expected else (" ok" if expected == record["label"] else " x")
-                    review = "  review" if record.get("review") else ""
-                    print(
-                        f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}{mark:>8}{review}",
-                        file=out,
-                    )
-                else:  # several characters: the text, each character's confidence, and the true text (file name)
-                    text = record["text"].replace("\n", " / ")
-                    confidences = " ".join(f"{c['confidence']:.2f}" for c in record["characters"])
-                    expected = Path(rel).stem.replace("_", " / ")
-                    mark = " ok" if expected == text else " x"
-                    review = "  review" if record.get("review") else ""
-                    print(f"{rel:<38} {text:>12}  {confidences}{mark:>6}{review}", file=out)
-        print(f"\nrecords: s3://{BUCKET}/output/demo/*.json and s3://{BUCKET}/errors/demo/*.json", file=out)
+            record = app.service().storage.get_json(BUCKET, f"output/{rel}.json")  # its result or its error
+            if "error" in record:
+                print(
+                    f"{rel:<38} {'-':>5} {'':>6}  {record['error']['code']}: {record['error']['message'][:50]}",
+                    file=out,
+                )
+            elif "label" in record:
+                alternatives = ", ".join(f"{t['label']} {t['confidence']:.2f}" for t in record["top"][1:3])
+                expected = Path(rel).stem.rpartition("-")[2]
+                mark = "" if not expected else (" ok" if expected == record["label"] else " x")
+                review = "  review" if record.get("review") else ""
+                print(
+                    f"{rel:<38} {record['label']:>5} {record['confidence']:>6.3f}  {alternatives}{mark:>8}{review}",
+                    file=out,
+                )
+            else:  # several characters: the text, each character's confidence, and the true text (file name)
+                text = record["text"].replace("\n", " / ")
+                confidences = " ".join(f"{c['confidence']:.2f}" for c in record["characters"])
+                expected = Path(rel).stem.replace("_", " / ")
+                mark = " ok" if expected == text else " x"
+                review = "  review" if record.get("review") else ""
+                print(f"{rel:<38} {text:>12}  {confidences}{mark:>6}{review}", file=out)
+        print(f"\nrecords: s3://{BUCKET}/output/demo/*.json (errors mirrored to s3://{BUCKET}/errors/demo/)", file=out)
     return 0
 
 

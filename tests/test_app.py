@@ -63,13 +63,15 @@ def test_bad_object_gets_an_error_record_and_the_batch_goes_on(app: Any, s3: Any
     ]
     response = app.on_upload(s3_notification(BUCKET, objects), CONTEXT)
     assert response["counts"] == counts(result=1, error=3)
-    assert keys(s3, "output/") == ["output/good.png.json"]
-    codes = {k: record(s3, k)["error"]["code"] for k in keys(s3, "errors/")}
+    assert "label" in record(s3, "output/good.png.json")
+    codes = {k: record(s3, k)["error"]["code"] for k in keys(s3, "output/") if k != "output/good.png.json"}
     assert codes == {
-        "errors/bad.png.json": "Corrupt",
-        "errors/empty.jpg.json": "Empty",
-        "errors/blank.png.json": "NoInk",
+        "output/bad.png.json": "Corrupt",
+        "output/empty.jpg.json": "Empty",
+        "output/blank.png.json": "NoInk",
     }
+    assert keys(s3, "errors/") == ["errors/bad.png.json", "errors/blank.png.json", "errors/empty.jpg.json"]
+    assert all(record(s3, "errors/" + k.removeprefix("output/")) == record(s3, k) for k in codes)
 
 
 def test_object_deleted_before_processing_gets_a_not_found_record(app: Any, s3: Any) -> None:
@@ -105,7 +107,7 @@ def test_repeated_events_are_harmless(app: Any, s3: Any, seven_png: bytes) -> No
 
 def test_reupload_that_fixes_an_input_leaves_exactly_one_record(app: Any, s3: Any, seven_png: bytes) -> None:
     app.on_upload(s3_notification(BUCKET, [upload(s3, "input/fixed.png", b"garbage")]), CONTEXT)
-    assert keys(s3, "errors/") == ["errors/fixed.png.json"]
+    assert keys(s3, "errors/") == ["errors/fixed.png.json"] and keys(s3, "output/") == ["output/fixed.png.json"]
     app.on_upload(s3_notification(BUCKET, [upload(s3, "input/fixed.png", seven_png)]), CONTEXT)
     assert keys(s3, "errors/") == [] and keys(s3, "output/") == ["output/fixed.png.json"]
 
@@ -129,7 +131,7 @@ def test_sqs_batch_reports_only_messages_whose_inputs_could_not_be_recorded(
     monkeypatch.setattr(storage, "fetch", flaky_fetch)
     response = app.on_upload(event, CONTEXT)
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][2]["messageId"]}]}
-    assert keys(s3, "output/") == ["output/ok.png.json"]
+    assert keys(s3, "output/") == ["output/corrupt.png.json", "output/ok.png.json"]
     assert keys(s3, "errors/") == ["errors/corrupt.png.json"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,6 +24,7 @@ from handler.sinks import RecordSlots
 from handler.storage import Storage
 from infra.local_s3 import LocalContext, embedded_s3, s3_notification, sqs_wrap
 from tests.conftest import draw_seven, png_bytes
+from tests.record_layout import assert_record_in_step
 from tests.s3_semantics import Actor, Crash, Faults, Turnstile, behave_like_aws
 from tests.test_hostile_inputs import scan_flood
 
@@ -202,24 +202,25 @@ def test_chaos_ends_with_exactly_one_current_record_per_key(endpoint: str, monke
         bulk(faulty=False, batch=bulk_batches.pop())
     assert tally["crashes"] >= 5 and tally["redelivered"] >= 10 and tally["concurrent"] >= 10, tally  # truly hostile
 
-    records = {
-        o["Key"]
+    listed = {
+        prefix: {
+            o["Key"]
+            for page in uploader.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+            for o in page.get("Contents", [])
+        }
         for prefix in ("output/", "errors/")
-        for page in uploader.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-        for o in page.get("Contents", [])
     }
-    assert len(records) == len(KEYS), "a record without an input, or an input with two"
+    assert len(listed["output/"]) == len(KEYS), "a record without an input, or an input with two"
     by_etag = {hashlib.md5(body, usedforsecurity=False).hexdigest(): name for name, body in kinds.items()}
+    errors = set()
     for key in KEYS:
-        current = uploader.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
-        slots = RecordSlots.of(key, "input/", "output/", "errors/")
-        present = [slot for slot in (slots.result, slots.error) if slot in records]
-        assert len(present) == 1, (key, present)
-        record = json.loads(uploader.get_object(Bucket=BUCKET, Key=present[0])["Body"].read())
-        assert record["source"]["key"] == key and record["source"]["etag"] == current, (key, record["source"])
-        want = outcome_of[by_etag[current]]
+        record = assert_record_in_step(uploader, BUCKET, key)
+        want = outcome_of[by_etag[record["source"]["etag"]]]
         got = record["error"]["code"] if "error" in record else "result"
-        assert got == want, (key, by_etag[current], got)
+        assert got == want, (key, by_etag[record["source"]["etag"]], got)
+        if "error" in record:
+            errors.add(RecordSlots.of(key, "input/", "output/", "errors/").mirror)
+    assert listed["errors/"] == errors, "an errors/ mirror for an input whose record is not an error"
 
 
 def test_the_chaos_bodies_are_what_they_claim() -> None:

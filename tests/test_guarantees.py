@@ -22,6 +22,7 @@ from handler.pipeline import Deadline, Service, process
 from handler.records import LONG_KEYS, Source
 from infra.local_s3 import LocalContext, s3_notification, sqs_wrap
 from tests.conftest import BUCKET, draw_seven, png_bytes
+from tests.record_layout import assert_record_in_step
 from tests.s3_semantics import behave_like_aws
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +68,8 @@ def test_an_input_deleted_before_it_was_read_gets_not_found_even_when_s3_answers
     s3.delete_object(Bucket=BUCKET, Key=key)
     event = sqs_wrap([s3_notification(BUCKET, [(key, etag, size)])])
     assert aws_app.on_upload(event, CONTEXT) == {"batchItemFailures": []}  # no retries into the DLQ
-    assert read(s3, "errors/gone.png.json")["error"]["code"] == "NotFound"
-    assert keys(s3, "output/") == []
+    assert read(s3, "output/gone.png.json")["error"]["code"] == "NotFound"
+    assert read(s3, "errors/gone.png.json") == read(s3, "output/gone.png.json")
 
 
 # --- a bug on one image ---
@@ -91,8 +92,11 @@ def test_a_bug_reading_one_image_is_its_error_record_and_the_batch_goes_on(aws_a
     uploads = [upload(s3, "input/a.png"), upload(s3, "input/poison.png", poison), upload(s3, "input/b.png")]
     event = sqs_wrap([s3_notification(BUCKET, [item]) for item in uploads])
     assert aws_app.on_upload(event, CONTEXT) == {"batchItemFailures": []}
-    assert read(s3, "errors/poison.png.json")["error"]["code"] == "Unreadable"
-    assert keys(s3, "output/") == ["output/a.png.json", "output/b.png.json"]
+    assert read(s3, "output/poison.png.json")["error"]["code"] == "Unreadable"
+    assert [key for key in keys(s3, "output/") if "label" in read(s3, key)] == [
+        "output/a.png.json",
+        "output/b.png.json",
+    ]
     assert keys(s3, "errors/") == ["errors/poison.png.json"]
 
 
@@ -111,10 +115,11 @@ def test_an_input_whose_record_key_would_pass_1024_bytes_gets_one_findable_recor
     assert aws_app.bulk(batch, CONTEXT)["counts"]["skipped"] == 1
 
 
-# --- a crash between writing a record and removing the stale one ---
+# --- a crash between writing a record and bringing its errors/ mirror in step ---
 
 
 def crash_after_the_put(monkeypatch: pytest.MonkeyPatch, storage: Any) -> None:
+    """Kill the invocation at the first DELETE: the mirror of the error the new record replaced is left."""
     real = storage.delete_if_unchanged
 
     def killed(*args: Any, **kwargs: Any) -> None:
@@ -124,7 +129,7 @@ def crash_after_the_put(monkeypatch: pytest.MonkeyPatch, storage: Any) -> None:
     monkeypatch.setattr(storage, "delete_if_unchanged", killed)
 
 
-def test_a_crash_between_write_and_cleanup_is_finished_by_the_bulk_rerun(
+def test_a_crash_before_the_mirror_is_removed_is_finished_by_the_bulk_rerun(
     app: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app.on_upload(s3_notification(BUCKET, [upload(s3, "input/fixed.png", b"garbage")]), CONTEXT)
@@ -132,14 +137,15 @@ def test_a_crash_between_write_and_cleanup_is_finished_by_the_bulk_rerun(
     crash_after_the_put(monkeypatch, app.service().storage)
     with pytest.raises(SystemExit):
         app.on_upload(s3_notification(BUCKET, [(key, etag, size)]), CONTEXT)
-    assert keys(s3, "errors/") == ["errors/fixed.png.json"] and keys(s3, "output/") == ["output/fixed.png.json"]
+    assert "label" in read(s3, "output/fixed.png.json") and keys(s3, "errors/") == ["errors/fixed.png.json"]
     batch = {"Items": [{"Key": key, "Etag": f'"{etag}"', "Size": size}], "BatchInput": {"bucket": BUCKET}}
-    assert app.bulk(batch, CONTEXT)["counts"]["result"] == 1  # two records: not "done", so redone
+    assert app.bulk(batch, CONTEXT)["counts"]["result"] == 1  # record and mirror disagree: not "done", so redone
     assert keys(s3, "errors/") == [] and keys(s3, "output/") == ["output/fixed.png.json"]
+    assert_record_in_step(s3, BUCKET, key)
     assert app.bulk(batch, CONTEXT)["counts"]["skipped"] == 1
 
 
-def test_a_crash_between_write_and_cleanup_is_finished_by_the_redelivered_message(
+def test_a_crash_before_the_mirror_is_removed_is_finished_by_the_redelivered_message(
     app: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app.on_upload(s3_notification(BUCKET, [upload(s3, "input/fixed.png", b"garbage")]), CONTEXT)
@@ -149,6 +155,29 @@ def test_a_crash_between_write_and_cleanup_is_finished_by_the_redelivered_messag
         app.on_upload(event, CONTEXT)
     assert app.on_upload(event, CONTEXT) == {"batchItemFailures": []}
     assert keys(s3, "errors/") == [] and keys(s3, "output/") == ["output/fixed.png.json"]
+
+
+def test_a_crash_before_an_error_is_mirrored_is_finished_by_the_redelivered_message(
+    app: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is written, the invocation dies before its errors/ mirror: the retry copies the record as
+    it was written (not the retry's own body, whose timestamp differs)."""
+    storage = app.service().storage
+    real = storage.put_record
+
+    def killed(bucket: str, key: str, *args: Any, **kwargs: Any) -> str:
+        if key.startswith("errors/"):
+            monkeypatch.setattr(storage, "put_record", real)
+            raise SystemExit("killed before the mirror")
+        return real(bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "put_record", killed)
+    event = sqs_wrap([s3_notification(BUCKET, [upload(s3, "input/broken.png", b"garbage")])])
+    with pytest.raises(SystemExit):
+        app.on_upload(event, CONTEXT)
+    assert keys(s3, "errors/") == []
+    assert app.on_upload(event, CONTEXT) == {"batchItemFailures": []}
+    assert assert_record_in_step(s3, BUCKET, "input/broken.png")["error"]["code"] == "Unsupported"
 
 
 # --- time and memory bounds ---
@@ -205,8 +234,9 @@ def test_bulk_over_a_sub_prefix_keeps_record_keys_relative_to_the_input_prefix(a
     app.on_upload(s3_notification(BUCKET, [("input/x.png", "", 7)]), CONTEXT)
     body = run_prefix(app.service(), BUCKET, "sub", prefix="input/2024/")
     assert body["counts"]["result"] == 1 and body["total"] == 1
-    assert keys(s3, "output/") == ["output/2024/x.png.json"]
+    assert keys(s3, "output/") == ["output/2024/x.png.json", "output/x.png.json"]
     assert keys(s3, "errors/") == ["errors/x.png.json"]  # the other input's record is untouched
+    assert read(s3, "output/x.png.json")["error"]["code"] == "Unsupported"
 
 
 # --- malformed notifications ---
