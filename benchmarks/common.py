@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,20 @@ def label_files(blobs: list[bytes], *, allow: str | None = None, model_uri: str 
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
     records = {Path(r["source"]["key"]).stem: r for r in map(json.loads, done.stdout.splitlines())}
     return [records[f"{i:05d}"] for i in range(len(blobs))]
+
+
+def reference_ms() -> float:
+    """How fast this machine runs Python today: the best of 3 runs of a fixed loop (ten million additions).
+
+    CPU figures in ms compare across machines (and across days on a shared host) only beside this one."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def write_results(name: str, results: dict[str, Any]) -> None:

@@ -51,7 +51,8 @@ def speed_table() -> str:
     ]
     lines = [
         f"Per image, {speed['images']} photo-like JPEG uploads, median of interleaved rounds, {speed['cpus']} CPUs "
-        "(`benchmarks/speed.py`, `benchmarks/cold_start.py`):",
+        + (f"(reference loop {speed['reference_ms']} ms) " if "reference_ms" in speed else "")
+        + "(`benchmarks/speed.py`, `benchmarks/cold_start.py`):",
         "",
         "| step | per image | target | vs floor |",
         "| --- | --- | --- | --- |",
@@ -69,18 +70,22 @@ def cost_table() -> str:
     }
     targets = {"upload": "<= $6", "bulk_jsonl": "<= $1.5"}
     lines = [
-        f"Per million images, {cost['prices_as_of']} (`benchmarks/cost.py`):",
+        f"Per million images, {cost['prices_as_of']}, {cost['memory_mb']} MB (`benchmarks/s3_path.py` measures "
+        f"CPU and requests per image, `benchmarks/cost.py` prices them; this machine's reference loop: "
+        f"{cost['reference_ms']} ms):",
         "",
-        "| path | total | target | biggest items |",
-        "| --- | --- | --- | --- |",
+        "| path | CPU per image (measured) | total, x86_64 | total, arm64 | target | biggest items (x86_64) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, items in cost["items"].items():
         top = sorted(items.items(), key=lambda kv: -kv[1])[:3]
         lines.append(
-            f"| {names[name]} | ${cost['totals'][name]:.2f} | {targets.get(name, '')} | "
+            f"| {names[name]} | {cost['cpu_ms_per_image'][name]:.1f} ms | ${cost['totals'][name]:.2f} | "
+            f"${cost['totals_arm64'][name]:.2f} | {targets.get(name, '')} | "
             + ", ".join(f"{item} ${value:.2f}" for item, value in top)
             + " |"
         )
+    lines += ["", f"The upload path before any compute: ${cost['upload_before_compute']:.2f}."]
     return "\n".join(lines)
 
 

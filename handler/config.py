@@ -48,7 +48,7 @@ class Settings:
     max_object_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     top_k: int = 5
-    concurrency: int = 16
+    concurrency: int = 32  # S3 calls in flight: a chunk's fetches and the previous chunk's writes at once
     chunk_items: int = 16
     chunk_bytes: int = 64 * 1024 * 1024
     memory_mb: int | None = None  # the function's MemorySize (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE)
@@ -136,8 +136,11 @@ class Settings:
 
     @property
     def memory_needed_mb(self) -> int:
-        """The most one invocation can hold: the runtime, one chunk of bodies, and one worst-case decode."""
-        held = self.chunk_bytes + self.cpu_workers * (self.max_object_bytes + self.max_pixels * DECODE_BYTES_PER_PIXEL)
+        """The most one invocation can hold: the runtime, two chunks of bodies (one read, the next fetched
+        meanwhile), and one worst-case decode per process."""
+        held = 2 * self.chunk_bytes + self.cpu_workers * (
+            self.max_object_bytes + self.max_pixels * DECODE_BYTES_PER_PIXEL
+        )
         return RUNTIME_MB + -(-held // MB)
 
     @property

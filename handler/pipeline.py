@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, TypeVar, overload
@@ -289,36 +289,44 @@ def process(
         return Outcome(source, "error" if errored else "result", record_key=key, error_code=code)
 
     pending = [index for index in range(len(sources)) if index not in outcomes]
-    for chunk in _chunks(pending, sources, settings.chunk_items, settings.chunk_bytes):
-        if deadline and not deadline.allows():
-            break
-        started = time.perf_counter()
-        items: list[tuple[int, tuple[Source, bytes | ImageError]]] = []
-        for index, fetched in zip(chunk, _map(fetch, chunk, workers), strict=True):
-            if isinstance(fetched, Exception):
-                outcomes[index] = Outcome(sources[index], "failed", failure=repr(fetched))
-            else:
-                items.append((index, fetched))
-        records = label(
-            [item for _, item in items],
-            service.classifier,
-            settings.max_pixels,
-            settings.top_k,
-            deadline=deadline,
-            workers=service.workers,
-            allow=[allowed.get(index, settings.allow) for index, _ in items],
-        )
-        jobs = [
-            (index, (source, record))
-            for (index, (source, _)), record in zip(items, records, strict=True)
-            if record is not None
-        ]
-        for (index, job), outcome in zip(jobs, _map(write, [job for _, job in jobs], workers), strict=True):
-            outcomes[index] = outcome
-            if jsonl:
-                collected[index] = job[1]
-        if deadline:
-            deadline.took(time.perf_counter() - started)
+    chunks = list(_chunks(pending, sources, settings.chunk_items, settings.chunk_bytes))
+    writing: list[tuple[int, Future[Outcome]]] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # S3 waits overlap the CPU: the next chunk is fetched and the last one written while this one is read
+        fetching = [pool.submit(fetch, index) for index in chunks[0]] if chunks else []
+        for number, chunk in enumerate(chunks):
+            if deadline and not deadline.allows():
+                break
+            started = time.perf_counter()
+            items: list[tuple[int, tuple[Source, bytes | ImageError]]] = []
+            for index, future in zip(chunk, fetching, strict=True):
+                fetched = future.result()
+                if isinstance(fetched, Exception):
+                    outcomes[index] = Outcome(sources[index], "failed", failure=repr(fetched))
+                else:
+                    items.append((index, fetched))
+            following = chunks[number + 1] if number + 1 < len(chunks) else []
+            fetching = [pool.submit(fetch, index) for index in following]
+            records = label(
+                [item for _, item in items],
+                service.classifier,
+                settings.max_pixels,
+                settings.top_k,
+                deadline=deadline,
+                workers=service.workers,
+                allow=[allowed.get(index, settings.allow) for index, _ in items],
+            )
+            for (index, (source, _)), record in zip(items, records, strict=True):
+                if record is not None:
+                    writing.append((index, pool.submit(write, (source, record))))
+                    if jsonl:
+                        collected[index] = record
+            if deadline:
+                deadline.took(time.perf_counter() - started)
+        for future in fetching:  # fetched ahead of a deadline that then stopped the batch: deferred
+            future.cancel()
+        for index, future in writing:
+            outcomes[index] = future.result()
     final = [outcomes.get(index) or Outcome(sources[index], "deferred") for index in range(len(sources))]
     if jsonl:
         return _finish_batch(service, batch, sources, final, collected)
