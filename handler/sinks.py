@@ -67,11 +67,13 @@ class S3RecordSink:
     ) -> Committed:
         body = json.dumps(record, ensure_ascii=False).encode()
         kind = ERROR_KIND if is_error(record) else RESULT_KIND
-        storage = self.storage
-        with contextlib.suppress(WriteConflict):  # most inputs are new: "only if absent", no HEAD
-            written = storage.put_record(
+        try:  # most inputs are new: "only if absent", no HEAD
+            written = self.storage.put_record(
                 bucket, slots.record, body, source_etag, self.model_version, replaces=None, kind=kind
             )
+        except WriteConflict:
+            pass  # a record is there already: step 2
+        else:
             if kind == ERROR_KIND:
                 self.mirror(bucket, slots, (written, body))
             return "written"
