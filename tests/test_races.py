@@ -23,6 +23,7 @@ from tests.s3_semantics import Actor, Turnstile, behave_like_aws
 KEY = "input/race.png"
 BODIES = {
     "garbage": b"\x89PNG\r\n\x1a\nnot really a png",
+    "empty": b"",
     "seven": png_bytes(draw_seven()),
     "bold": png_bytes(draw_seven(120, stroke=30)),
 }
@@ -71,10 +72,13 @@ def run_race(classifier: Any, first: str, second: str, schedule: str, *, bulk: b
 def assert_one_current_record(s3: Any, trace: list[str]) -> None:
     record = assert_record_in_step(s3, BUCKET, KEY, context=trace)
     current = s3.head_object(Bucket=BUCKET, Key=KEY)["ETag"].strip('"')
-    assert ("error" in record) == (current == etag_of(BODIES["garbage"])), trace
+    errors = {etag_of(BODIES[name]): name for name in ("garbage", "empty")}
+    assert ("error" in record) == (current in errors), trace
+    if current in errors:  # an error replacing another error: the record and its mirror say the new one
+        assert record["error"]["code"] == {"garbage": "Corrupt", "empty": "Empty"}[errors[current]], trace
 
 
-PAIRS = [("garbage", "seven"), ("seven", "garbage"), ("seven", "bold")]
+PAIRS = [("garbage", "seven"), ("seven", "garbage"), ("seven", "bold"), ("garbage", "empty")]
 
 
 @pytest.mark.parametrize(("first", "second"), PAIRS)
