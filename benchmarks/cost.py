@@ -61,14 +61,11 @@ def per_million(measured: dict, architecture: str = "x86_64") -> dict[str, dict[
             for operation, count in measured[path]["requests_per_image"].items()
         }
 
-    def compute(path: str, batch: int) -> float:
-        return lambda_seconds(measured[path]["cpu_ms_per_image"], batch) * gb_s
-
     upload = {
         **s3("upload"),
         "SQS: S3's message + receive/delete": PRICE["sqs_request"] * (1 + sqs_calls),
         "Lambda requests": PRICE["lambda_request"] / upload_batch,
-        "Lambda GB-seconds": compute("upload", upload_batch),
+        "Lambda GB-seconds": lambda_seconds(measured["upload"]["cpu_ms_per_image"], upload_batch) * gb_s,
     }
 
     def bulk(path: str) -> dict[str, float]:
@@ -81,7 +78,7 @@ def per_million(measured: dict, architecture: str = "x86_64") -> dict[str, dict[
                 PRICE["express_request"] / bulk_batch + 0.0625 * seconds * PRICE["express_gb_s"]
             ),
             "Lambda requests": PRICE["lambda_request"] / bulk_batch,
-            "Lambda GB-seconds": compute(path, bulk_batch),
+            "Lambda GB-seconds": seconds * gb_s,
         }
 
     return {

@@ -8,10 +8,11 @@ counted), then read through ``pipeline.process`` the way each path does it:
 - bulk jsonl: one JSON Lines object per batch of ``BulkBatchSize``.
 
 CPU is ``time.process_time()`` of this process (every thread: decode, normalise, inference, boto3's request
-signing and parsing), per image, the least of a few rounds. S3 requests are counted per operation by a botocore hook: the cost table
-(``benchmarks/cost.py``) takes both from here instead of from assumptions. The local S3 closes each
-connection, so every request here also pays a TCP connect that AWS's keep-alive would spare: the CPU
-figure errs high.
+signing and parsing), per image, the least of a few rounds. S3 requests are counted per operation by a
+botocore hook: the cost table (``benchmarks/cost.py``) takes both from here instead of from assumptions.
+The local S3 keeps connections alive, as AWS does, but speaks plain HTTP: the TLS that AWS adds is not
+counted. CPU seconds depend on the machine, so a reference loop is timed beside them
+(``benchmarks.common.reference_ms``).
 
 Run: .venv/bin/python benchmarks/s3_path.py [--images 300 --rounds 3]
 Writes benchmarks/results/s3_path.json.
@@ -41,18 +42,13 @@ from handler.config import Settings, bundled_model_uri  # noqa: E402
 from handler.pipeline import Service, process  # noqa: E402
 from handler.records import Source  # noqa: E402
 from handler.storage import Storage  # noqa: E402
+from infra.local_s3 import free_port  # noqa: E402
 from training.data import load_folder  # noqa: E402
 from training.render import photo_like  # noqa: E402
 
 BUCKET = "cost-bench"
 UPLOAD_BATCH = 100  # template.yaml QueueBatchSize default
 BULK_BATCH = 64  # template.yaml BulkBatchSize default
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 SERVE = """
@@ -66,7 +62,7 @@ serve(DomainDispatcherApplication(create_backend_app), host="127.0.0.1", port=in
 def start_s3() -> tuple[subprocess.Popen[bytes], str]:
     """moto's S3 behind waitress, in its own process: HTTP/1.1 keep-alive, as boto3 gets from AWS (moto's own
     server closes every connection, which would add a TCP connect to each request's CPU)."""
-    port = free_port()
+    port = free_port()  # the embedded S3's own helper; that server runs in-process, this one must not
     server = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

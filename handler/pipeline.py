@@ -277,16 +277,14 @@ def process(
         code = record["error"]["code"] if errored else None
         if jsonl:  # collected here, written once for the whole batch below
             return Outcome(source, "error" if errored else "result", record_key=batch, error_code=code)
+        slots = _slots(service, source.key)
         try:
-            committed = sink.commit(
-                str(source.bucket), source.key, source.etag or "", _slots(service, source.key), record
-            )
+            committed = sink.commit(str(source.bucket), source.key, source.etag or "", slots, record)
         except Exception as exc:  # noqa: BLE001
             return Outcome(source, "failed", failure=repr(exc))
         if committed == "superseded":
             return Outcome(source, "superseded")
-        key = _slots(service, source.key).record
-        return Outcome(source, "error" if errored else "result", record_key=key, error_code=code)
+        return Outcome(source, "error" if errored else "result", record_key=slots.record, error_code=code)
 
     pending = [index for index in range(len(sources)) if index not in outcomes]
     chunks = list(_chunks(pending, sources, settings.chunk_items, settings.chunk_bytes))

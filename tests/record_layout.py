@@ -16,6 +16,7 @@ def assert_record_in_step(s3: Any, bucket: str, key: str, *, context: Any = "") 
     response = s3.get_object(Bucket=bucket, Key=slots.record)
     record = json.loads(response["Body"].read())
     meta = response["Metadata"]
+    assert record["source"]["key"] == key, (key, record["source"], context)
     assert meta["source-etag"] == current == record["source"]["etag"], (key, meta, record["source"], context)
     assert meta["record-kind"] == ("error" if "error" in record else "result"), (key, meta, context)
     try:
