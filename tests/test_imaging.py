@@ -207,6 +207,23 @@ def test_box_blur_matches_pillow_byte_for_byte(shape: tuple[int, int]) -> None:
     assert np.array_equal(box_blur3(values), expected)
 
 
+def test_pillows_fixed_point_box_rounding_is_sum_plus_one_over_three() -> None:
+    """Why box_blur3 may stay in uint16: Pillow's 8.24 rounding of every sum of three bytes, exhaustively."""
+    sums = np.arange(3 * 255 + 1, dtype=np.int64)
+    assert np.array_equal((sums * ((1 << 24) // 3) + (1 << 23)) >> 24, (sums + 1) // 3)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5)])
+def test_box_blur_matches_pillow_on_slivers(shape: tuple[int, int]) -> None:
+    from PIL import ImageFilter
+
+    from handler.imaging.ops import box_blur3
+
+    values = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(values).filter(ImageFilter.BoxBlur(1)))
+    assert np.array_equal(box_blur3(values), expected)
+
+
 def test_histogram_statistics_equal_numpys_on_the_float_values() -> None:
     from handler.imaging import ops
 
@@ -237,3 +254,14 @@ def test_a_small_off_centre_28x28_image_is_still_normalised() -> None:
     glyph = prepare(png_bytes(canvas), LIMIT)
     top, bottom, left, right = ink_box(glyph)
     assert abs((top + bottom) / 2 - 13.5) <= 2 and abs((left + right) / 2 - 13.5) <= 2  # centred by the normaliser
+
+
+@pytest.mark.parametrize("size", [3, 5, 9, 15])
+def test_rank_filter_is_the_min_and_max_over_each_window(size: int) -> None:
+    from handler.imaging.ops import rank_filter
+
+    values = np.random.default_rng(size).random((11, 17)).astype(np.float32)
+    padded = np.pad(values, size // 2, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+    assert np.array_equal(rank_filter(values, size, np.maximum), windows.max(axis=(2, 3)))
+    assert np.array_equal(rank_filter(values, size, np.minimum), windows.min(axis=(2, 3)))

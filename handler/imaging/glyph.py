@@ -41,7 +41,7 @@ def to_glyph(ink: Ink) -> np.ndarray:
     if relative_stroke < THIN_STROKE:
         grow = round((TARGET_STROKE - relative_stroke) * target)
         size = min(9, max(3, grow + 1)) | 1  # a k-pixel max filter widens strokes by k - 1
-        glyph = ops.rank_filter(glyph, size, np.max)
+        glyph = ops.rank_filter(glyph, size, np.maximum)
 
     canvas_side = SIDE * WORK_SCALE
     y0, x0 = (canvas_side - new_h) // 2, (canvas_side - new_w) // 2

@@ -113,7 +113,7 @@ def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
     small = Image.fromarray(ink).resize(
         (max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX
     )
-    opened = ops.rank_filter(ops.rank_filter(np.asarray(small), OPENING, np.min), OPENING, np.max)
+    opened = ops.rank_filter(ops.rank_filter(np.asarray(small), OPENING, np.minimum), OPENING, np.maximum)
     if float(np.percentile(opened, 95) - np.percentile(opened, 5)) < UNEVEN_BORDER:
         return ink_u8
     background = np.asarray(Image.fromarray(opened).resize((width, height), Image.Resampling.BILINEAR))
