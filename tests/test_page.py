@@ -58,6 +58,19 @@ def test_components_match_a_flood_fill(seed: int) -> None:
     assert np.array_equal(found.mask(np.ones(len(found), dtype=bool), mask.shape), mask)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_components_of_strokes_match_a_flood_fill(seed: int) -> None:
+    """Blobs and strokes: long chains of runs (one below the other), forks and merges, rings."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((80, 70)) < 0.02
+    for _ in range(int(rng.integers(1, 4))):
+        mask = ops.grow(mask)
+    mask[rng.integers(0, 80), :] = True  # a line joining blobs from the side
+    found = ops.components(mask)
+    assert sorted(found.area.tolist()) == flood_fill_count(mask)
+    assert np.array_equal(found.mask(np.ones(len(found), dtype=bool), mask.shape), mask)
+
+
 def test_both_labelling_strategies_agree(monkeypatch) -> None:
     """Small pages use a plain union-find, large noisy ones vectorised label propagation: same components."""
     mask = np.random.default_rng(9).random((120, 90)) < 0.4
