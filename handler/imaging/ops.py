@@ -242,12 +242,14 @@ class Components:
 
 
 def paint_runs(out: np.ndarray, selected: Runs) -> None:
-    """Set the pixels of ``selected`` runs in ``out`` (a cumulative-sum fill: one pass, no loop)."""
-    width = out.shape[1]
-    delta = np.zeros((out.shape[0], width + 1), dtype=np.int32)
-    np.add.at(delta, (selected.row, selected.start), 1)
-    np.add.at(delta, (selected.row, selected.stop + 1), -1)
-    out |= np.cumsum(delta, axis=1)[:, :width] > 0
+    """Set the pixels of ``selected`` runs in ``out``: their flat indices, built run by run without a loop
+    (work per painted pixel, not per pixel of the page)."""
+    lengths = (selected.stop - selected.start + 1).astype(np.int64)
+    if lengths.size == 0:
+        return
+    firsts = selected.row.astype(np.int64) * out.shape[1] + selected.start
+    ends = np.cumsum(lengths)
+    np.put(out, np.arange(ends[-1]) + np.repeat(firsts - (ends - lengths), lengths), True)
 
 
 PYTHON_UNION_FIND = 4000  # runs; beyond this (a page of noise) the vectorised label propagation is faster
