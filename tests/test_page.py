@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from handler.imaging import ImageError, decode, ops, prepare
+from handler.imaging import page
 from handler.imaging.page import find_ink
 from handler.records import ErrorCode
 from training.render import form_cell, scan_like
@@ -144,3 +145,14 @@ def test_a_tiny_scan_that_fills_its_frame_is_scaled_up_not_cropped(side: int) ->
     glyph = prepare(tiny_like(GLYPHS[2], np.random.default_rng(side), side=side), LIMIT)
     rows, cols = np.nonzero(glyph > 0.3)
     assert max(np.ptp(rows), np.ptp(cols)) + 1 >= 18  # the glyph spans the 28x28 frame as EMNIST's do
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_tilt_search_counts_what_shearing_every_pixel_counts(seed: int) -> None:
+    """The per-span tilt search gives, for every tilt, the fullest row of the pixel-by-pixel shear."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((int(rng.integers(5, 90)), int(rng.integers(5, 300)))) < 0.1
+    mask[rng.integers(0, mask.shape[0]), :] = True  # a printed line
+    rows, cols = np.nonzero(mask)
+    expected = [int(np.bincount(page._shear(rows, cols, tilt)).max()) for tilt in page.TILTS]
+    assert page._fullest_rows(mask, page.TILTS).tolist() == expected
