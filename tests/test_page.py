@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handler.imaging import ImageError, decode, ops, prepare
-from handler.imaging import page
+from handler.imaging import ImageError, decode, ops, page, prepare
 from handler.imaging.page import find_ink
 from handler.records import ErrorCode
 from training.render import form_cell, scan_like
