@@ -26,6 +26,11 @@ def speed_table() -> str:
     rows = [
         ("JPEG decode", f"{speed['decode_ms']:.3f} ms", "", ""),
         ("normaliser", f"{speed['normalise_ms']:.3f} ms", "<= 1.2 ms", ""),
+        *(
+            [("normaliser, letters in printed form boxes", f"{speed['normalise_form_cell_ms']:.3f} ms", "", "")]
+            if "normalise_form_cell_ms" in speed
+            else []
+        ),
         ("LiteRT inference, batch 64", f"{speed['inference_ms']:.3f} ms", "", ""),
         ("**floor: decode + inference**", f"{floor:.3f} ms", "", "1.00x"),
         (
