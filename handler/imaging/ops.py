@@ -72,8 +72,8 @@ def otsu_bins(values: np.ndarray) -> np.ndarray:
 
 
 def box_blur3(values: np.ndarray) -> np.ndarray:
-    """Pillow's ``BoxBlur(1)`` on a uint8 image, byte for byte (edges repeated, each pass rounded), in a
-    sixth of Pillow's time.
+    """Pillow's ``BoxBlur(1)`` on a uint8 image, byte for byte (edges repeated, each pass rounded), several
+    times faster than Pillow's own.
 
     Pillow rounds each pass in 8.24 fixed point, ``(sum * (2**24 // 3) + 2**23) >> 24``, which for a sum of
     three bytes (0-765) is exactly ``(sum + 1) // 3``: both passes stay in uint16, and numpy divides by a
