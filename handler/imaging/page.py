@@ -249,7 +249,8 @@ def _fullest_rows(mask: np.ndarray, tilts: np.ndarray) -> np.ndarray:
     np.cumsum(mask, axis=1, out=across[:, 1:])
     sums = across[:, stop] - across[:, first]  # (rows, spans)
     band = height + int(shifts.max() - shifts.min())
-    index = np.arange(height)[:, np.newaxis] - shifts[tilt, first] + int(shifts.max()) + band * tilt
+    offset = int(shifts.max()) - shifts[tilt, first] + band * tilt  # where each span's row 0 lands
+    index = np.arange(height)[:, np.newaxis] + offset
     counts = np.bincount(index.ravel(), weights=sums.ravel(), minlength=band * len(tilts))
     return counts.reshape(len(tilts), band).max(axis=1).astype(np.int64)
 
