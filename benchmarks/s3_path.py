@@ -14,7 +14,7 @@ The local S3 keeps connections alive, as AWS does, but speaks plain HTTP: the TL
 counted. CPU seconds depend on the machine, so a reference loop is timed beside them
 (``benchmarks.common.reference_ms``).
 
-Run: .venv/bin/python benchmarks/s3_path.py [--images 300 --rounds 3]
+Run: .venv/bin/python benchmarks/s3_path.py [--images 300 --rounds 5]
 Writes benchmarks/results/s3_path.json.
 """
 
@@ -94,7 +94,7 @@ def measure(service: Service, sources: list[Source], batch: int, calls: Counter[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3, help="the least CPU of these rounds is kept (a shared host)")
+    parser.add_argument("--rounds", type=int, default=5, help="the least CPU of these rounds is kept (a shared host)")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "emnist"))
     args = parser.parse_args()
     emnist = load_folder(Path(args.data))
