@@ -20,7 +20,7 @@ CLIENT_CONFIG = {
     "retries": {"mode": "standard", "max_attempts": 6},
     "max_pool_connections": 64,
     # Checksums only where S3 requires one: every request travels over TLS already, and the flexible
-    # checksums cost 8% of boto3's CPU on each input's GET and record's PUT (measured, benchmarks/s3_path.py).
+    # checksums cost 5-8% of boto3's CPU on an input's GET and a record's PUT (benchmarks/s3_client.py).
     "request_checksum_calculation": "when_required",
     "response_checksum_validation": "when_required",
 }

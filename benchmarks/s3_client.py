@@ -1,0 +1,82 @@
+"""What the S3 client's own settings cost in CPU: the service's client against boto3's defaults and
+against single changes, one input GET and one record PUT each, interleaved request by request in one
+process (so a shared host's drift hits every variant alike), against moto's S3 in its own process.
+
+Run: .venv/bin/python benchmarks/s3_client.py [--requests 200 --rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import reference_ms  # noqa: E402
+from benchmarks.s3_path import start_s3  # noqa: E402
+from handler.storage import CLIENT_CONFIG  # noqa: E402
+
+BUCKET = "client-bench"
+DEFAULTS = {key: value for key, value in CLIENT_CONFIG.items() if "checksum" not in key}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "boto3 defaults (flexible checksums)": DEFAULTS,
+    "+ no parameter validation": {**DEFAULTS, "parameter_validation": False},
+    "the service's client (checksums when required)": CLIENT_CONFIG,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    server, endpoint = start_s3()
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    import boto3
+    from botocore.config import Config
+
+    try:
+        clients = {name: boto3.client("s3", config=Config(**config)) for name, config in VARIANTS.items()}
+        first = next(iter(clients.values()))
+        first.create_bucket(Bucket=BUCKET)
+        body = os.urandom(20_000)  # a photo-sized input
+        for i in range(args.requests):
+            first.put_object(Bucket=BUCKET, Key=f"input/{i}.jpg", Body=body)
+        cpu = dict.fromkeys(clients, 0.0)
+        for round_ in range(args.rounds):
+            for i in range(args.requests):
+                for name, client in clients.items():
+                    started = time.process_time()
+                    client.get_object(Bucket=BUCKET, Key=f"input/{i}.jpg")["Body"].read()
+                    client.put_object(
+                        Bucket=BUCKET,
+                        Key=f"output/{hash(name)}/{round_}/{i}.jpg.json",
+                        Body=b'{"schema": "handwriting-ocr/result/2"}' * 20,
+                        ContentType="application/json",
+                        Metadata={"source-etag": "0" * 32, "model-version": "v", "record-kind": "result"},
+                        IfNoneMatch="*",
+                    )
+                    cpu[name] += time.process_time() - started
+    finally:
+        server.terminate()
+    base = next(iter(cpu.values()))
+    print(
+        f"CPU per input GET + record PUT, {args.requests} x {args.rounds} interleaved; reference loop {reference_ms():.0f} ms"
+    )
+    for name, seconds in cpu.items():
+        print(f"  {name:48} {seconds / (args.requests * args.rounds) * 1000:6.3f} ms   {seconds / base - 1:+6.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
