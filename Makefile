@@ -55,6 +55,7 @@ image-check:  ## install the image's runtime requirements in a clean venv, impor
 bench: $(VENV)/.dev  ## every benchmark beside its target, then the README's tables regenerated from them
 	$(PY) benchmarks/cold_start.py
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/s3_client.py
 	$(PY) benchmarks/s3_path.py
 	$(PY) benchmarks/cost.py
 	$(PY) benchmarks/throughput.py
