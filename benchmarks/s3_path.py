@@ -59,9 +59,10 @@ serve(DomainDispatcherApplication(create_backend_app), host="127.0.0.1", port=in
 """
 
 
-def start_s3() -> tuple[subprocess.Popen[bytes], str]:
+def start_s3() -> subprocess.Popen[bytes]:
     """moto's S3 behind waitress, in its own process: HTTP/1.1 keep-alive, as boto3 gets from AWS (moto's own
-    server closes every connection, which would add a TCP connect to each request's CPU)."""
+    server closes every connection, which would add a TCP connect to each request's CPU). boto3 clients made
+    after this call use it (``AWS_ENDPOINT_URL`` and test credentials in the environment)."""
     port = free_port()  # the embedded S3's own helper; that server runs in-process, this one must not
     server = subprocess.Popen(
         [sys.executable, "-c", SERVE, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -70,7 +71,13 @@ def start_s3() -> tuple[subprocess.Popen[bytes], str]:
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return server, endpoint
+            os.environ.update(
+                AWS_ENDPOINT_URL=endpoint,
+                AWS_ACCESS_KEY_ID="bench",
+                AWS_SECRET_ACCESS_KEY="bench",
+                AWS_DEFAULT_REGION="us-east-1",
+            )
+            return server
         except OSError:
             time.sleep(0.1)
     server.kill()
@@ -100,13 +107,7 @@ def main() -> int:
     emnist = load_folder(Path(args.data))
     rng = np.random.default_rng(1)
     blobs = [photo_like(emnist.images[i], rng) for i in rng.choice(len(emnist), args.images, replace=False)]
-    server, endpoint = start_s3()
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+    server = start_s3()
     try:
         storage = Storage()
         storage.s3.create_bucket(Bucket=BUCKET)
