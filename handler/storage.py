@@ -79,6 +79,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def _etag(response: dict[str, Any]) -> str:
+    """An ETag as S3 sends it in a response or a listing, without its quotes (empty if absent)."""
+    return str(response.get("ETag", "")).strip('"')
+
+
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
@@ -115,7 +120,7 @@ class Storage:
                 ) from exc
             raise
         size = int(response["ContentLength"])
-        actual = Source(source.bucket, source.key, response.get("ETag", "").strip('"') or source.etag, size)
+        actual = Source(source.bucket, source.key, _etag(response) or source.etag, size)
         if size > max_bytes:
             response["Body"].close()
             raise ObjectTooLarge(size, max_bytes)
@@ -155,7 +160,7 @@ class Storage:
             if _code(exc) in CONFLICT or (replaces and _code(exc) in MISSING):
                 raise WriteConflict(f"s3://{bucket}/{key} changed while we wrote it") from exc
             raise
-        return str(response.get("ETag", "")).strip('"')
+        return _etag(response)
 
     def delete_if_unchanged(self, bucket: str, key: str, etag: str) -> None:
         """Delete a record only if it is still the one we looked at (S3 conditional delete, ``If-Match``).
@@ -178,7 +183,7 @@ class Storage:
             raise
         meta = response.get("Metadata", {})
         return RecordHead(
-            str(response.get("ETag", "")).strip('"'),
+            _etag(response),
             meta.get(META_ETAG, ""),
             meta.get(META_MODEL, ""),
             meta.get(META_KIND, ""),
@@ -193,12 +198,12 @@ class Storage:
             if _code(exc) in MISSING_WITHOUT_LIST:
                 raise WriteConflict(f"s3://{bucket}/{key} was removed while we read it") from exc
             raise
-        return response["Body"].read(), str(response.get("ETag", "")).strip('"')
+        return response["Body"].read(), _etag(response)
 
     def current_etag(self, bucket: str, key: str) -> str | None:
         """The input's ETag now (None if it is gone): the arbiter when two versions' records meet."""
         try:
-            return str(self.s3.head_object(Bucket=bucket, Key=key).get("ETag", "")).strip('"') or None
+            return _etag(self.s3.head_object(Bucket=bucket, Key=key)) or None
         except ClientError as exc:
             if _code(exc) in MISSING_WITHOUT_LIST:
                 return None
@@ -207,7 +212,7 @@ class Storage:
     def list_objects(self, bucket: str, prefix: str) -> Iterator[Source]:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                yield Source(bucket, item["Key"], item.get("ETag", "").strip('"') or None, int(item["Size"]))
+                yield Source(bucket, item["Key"], _etag(item) or None, int(item["Size"]))
 
     def get_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
