@@ -265,3 +265,13 @@ def test_rank_filter_is_the_min_and_max_over_each_window(size: int) -> None:
     windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
     assert np.array_equal(rank_filter(values, size, np.maximum), windows.max(axis=(2, 3)))
     assert np.array_equal(rank_filter(values, size, np.minimum), windows.min(axis=(2, 3)))
+
+
+@pytest.mark.parametrize("resample", [Image.Resampling.BICUBIC, Image.Resampling.BOX])
+def test_resize_matrix_is_pillows_resize(resample: Image.Resampling) -> None:
+    from handler.imaging.ops import resize, resize_matrix
+
+    values = np.random.default_rng(int(resample)).random((37, 53)).astype(np.float32)
+    for height, width in [(96, 70), (24, 96), (37, 53), (5, 200), (1, 1)]:
+        folded = resize_matrix(37, height, resample) @ values @ resize_matrix(53, width, resample).T
+        assert np.abs(folded - resize(values, width, height, resample)).max() < 1e-5, (height, width)

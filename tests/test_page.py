@@ -155,3 +155,38 @@ def test_the_tilt_search_counts_what_shearing_every_pixel_counts(seed: int) -> N
     rows, cols = np.nonzero(mask)
     expected = [int(np.bincount(page._shear(rows, cols, tilt)).max()) for tilt in page.TILTS]
     assert page._fullest_rows(mask, page.TILTS).tolist() == expected
+
+
+def _large_page(glyph: np.ndarray, side: int, glyph_side: int) -> bytes:
+    """One EMNIST glyph, ``glyph_side`` px tall, dark on light paper in a ``side`` px square page."""
+    page = np.full((side, side), 0.9, dtype=np.float32)
+    ink = np.asarray(Image.fromarray(glyph).resize((glyph_side, glyph_side), Image.Resampling.BICUBIC)) / 255.0
+    top = (side - glyph_side) // 2
+    page[top : top + glyph_side, top : top + glyph_side] -= 0.8 * ink
+    return png(page)
+
+
+def test_a_large_page_of_large_writing_is_read_at_half_resolution() -> None:
+    ink = find_ink(decode(_large_page(GLYPHS[0], 400, 240), LIMIT))
+    assert ink.mask.shape == (200, 200)
+
+
+@pytest.mark.parametrize("glyph_side", [60, 70])  # under HALF_MIN_HEIGHT once halved: small writing
+def test_small_writing_on_a_large_page_is_read_at_full_resolution(glyph_side: int) -> None:
+    ink = find_ink(decode(_large_page(GLYPHS[0], 400, glyph_side), LIMIT))
+    assert ink.mask.shape == (400, 400)
+
+
+def test_fine_strokes_on_a_large_page_are_read_at_full_resolution() -> None:
+    page = np.full((400, 400), 0.9, dtype=np.float32)
+    page[100:300, 150:154] = 0.1  # a '1' drawn 4 px wide: 2 px once halved
+    page[100:104, 120:154] = 0.1
+    assert find_ink(decode(png(page), LIMIT)).mask.shape == (400, 400)
+
+
+def test_half_resolution_reads_the_same_glyph_as_full_resolution(monkeypatch) -> None:
+    data = _large_page(GLYPHS[1], 400, 240)
+    halved = prepare(data, LIMIT)
+    monkeypatch.setattr(page, "HALF_FROM", 10**9)
+    full = prepare(data, LIMIT)
+    assert float(np.abs(halved - full).mean()) < 0.03

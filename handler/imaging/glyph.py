@@ -37,16 +37,19 @@ def to_glyph(ink: Ink) -> np.ndarray:
     target = GLYPH * WORK_SCALE
     scale = target / max(glyph_h, glyph_w)
     new_w, new_h = max(1, round(glyph_w * scale)), max(1, round(glyph_h * scale))
-    glyph = ops.resize(glyph, new_w, new_h, Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BOX)
-    if relative_stroke < THIN_STROKE:
-        grow = round((TARGET_STROKE - relative_stroke) * target)
-        size = min(9, max(3, grow + 1)) | 1  # a k-pixel max filter widens strokes by k - 1
-        glyph = ops.rank_filter(glyph, size, np.maximum)
-
     canvas_side = SIDE * WORK_SCALE
     y0, x0 = (canvas_side - new_h) // 2, (canvas_side - new_w) // 2
     shrink = ops.blur_and_shrink(canvas_side, SIDE, BLUR_SIGMA)  # the canvas is zero outside the glyph
-    small = shrink[:, y0 : y0 + new_h] @ glyph @ shrink[:, x0 : x0 + new_w].T
+    rows, columns = shrink[:, y0 : y0 + new_h], shrink[:, x0 : x0 + new_w]
+    kind = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BOX
+    if relative_stroke < THIN_STROKE:
+        grow = round((TARGET_STROKE - relative_stroke) * target)
+        size = min(9, max(3, grow + 1)) | 1  # a k-pixel max filter widens strokes by k - 1
+        glyph = ops.rank_filter(ops.resize(glyph, new_w, new_h, kind), size, np.maximum)
+    else:  # the resize to the work scale folded into the blur and shrink: two small products, no image
+        rows = rows @ ops.resize_matrix(glyph_h, new_h, kind)
+        columns = columns @ ops.resize_matrix(glyph_w, new_w, kind)
+    small = rows @ glyph @ columns.T
     small = np.clip(small, 0.0, None)
     top_value = float(small.max())
     if top_value <= 0:

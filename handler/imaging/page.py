@@ -21,6 +21,9 @@ from handler.imaging.errors import ImageError
 from handler.records import ErrorCode
 
 MIN_INK_PIXELS = 4
+HALF_FROM = 192  # pages at least this large on both sides are read at half resolution when it resolves them:
+HALF_MIN_HEIGHT = 40  # the tallest piece of ink is at least this many pixels high there ...
+HALF_MIN_STROKE = 3.0  # ... and strokes at least this many pixels wide
 UNEVEN_BORDER = 0.1  # brightness spread (border, then the lighting estimate) above which lighting is flattened
 BACKGROUND_SIDE = 32  # resolution of the background estimate
 OPENING = 15  # half the page: wider than any stroke, line or border, narrower than a shadow
@@ -65,7 +68,41 @@ class Ink:
 
 
 def find_ink(gray: np.ndarray) -> Ink:
-    """Grayscale page (either polarity; uint8 or float32 0-1) -> :class:`Ink`, or ``NoInk``."""
+    """Grayscale page (either polarity; uint8 or float32 0-1) -> :class:`Ink`, or ``NoInk``.
+
+    A large page is read at half resolution first, a quarter of the pixels, and kept when its characters
+    are still large and their strokes still thick there; otherwise (small writing, a fine pen, faint ink
+    lost) it is read again at full resolution."""
+    if min(gray.shape) >= HALF_FROM:
+        try:
+            ink = _find_ink(_halved(gray), blur=False)  # the 2x2 mean has averaged the noise already
+        except ImageError:
+            ink = None
+        if ink is not None and _resolved(ink):
+            return ink
+    return _find_ink(gray)
+
+
+def _halved(gray: np.ndarray) -> np.ndarray:
+    """Each 2x2 block's mean (rounded, for 8-bit pages)."""
+    if gray.dtype == np.uint8:
+        return np.asarray(Image.fromarray(gray).reduce(2))
+    height, width = gray.shape
+    return ops.resize(gray, width // 2, height // 2, Image.Resampling.BOX)
+
+
+def _resolved(ink: Ink) -> bool:
+    """Whether the writing is drawn with enough pixels to read: the tallest piece of ink at least
+    ``HALF_MIN_HEIGHT`` pixels and strokes at least ``HALF_MIN_STROKE`` wide."""
+    parts = ink.parts
+    if parts is None or len(parts) == 0:
+        return False
+    tallest = int((parts.bottom - parts.top).max()) + 1
+    stroke = ops.relative_stroke_width(ink.mask) * max(ink.mask.shape)
+    return tallest >= HALF_MIN_HEIGHT and stroke >= HALF_MIN_STROKE
+
+
+def _find_ink(gray: np.ndarray, *, blur: bool = True) -> Ink:
     height, width = gray.shape
     if max(height, width) > MAX_WORK_SIDE:
         factor = MAX_WORK_SIDE / max(height, width)
@@ -75,11 +112,11 @@ def find_ink(gray: np.ndarray) -> Ink:
         height, width = gray.shape
     frame = max(1, round(0.05 * min(height, width)))
     if gray.dtype == np.uint8:
-        ink = _ink_u8(gray)
+        ink = _ink_u8(gray, blur=blur)
     else:
         ink = 1.0 - gray if np.median(_sample(gray)) > 0.5 else gray
         if min(height, width) >= 64:  # photos and scans: a 3x3 box blur turns noise and specks into faint haze
-            ink = _ink_u8(np.round(ink * 255).astype(np.uint8), polarity_known=True)
+            ink = _ink_u8(np.round(ink * 255).astype(np.uint8), polarity_known=True, blur=blur)
     if ink.dtype == np.uint8 and min(height, width) >= 64:
         counts = ops.histogram(ops.border(ink, frame))
         if ops.percentile_u8(counts, 95) - ops.percentile_u8(counts, 5) >= UNEVEN_BORDER * 255:
@@ -93,12 +130,12 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values[::step, ::step]
 
 
-def _ink_u8(gray: np.ndarray, *, polarity_known: bool = False) -> np.ndarray:
+def _ink_u8(gray: np.ndarray, *, polarity_known: bool = False, blur: bool = True) -> np.ndarray:
     """8-bit page -> 8-bit ink: inverted when the paper (most of the page: its median) is light, box-blurred
     when large. Not the border's median: a form cell's dark frame and box lines fill the border."""
     if not polarity_known and ops.median_u8(ops.histogram(_sample(gray))) > 0.5:
         gray = 255 - gray
-    if min(gray.shape) >= 64:
+    if blur and min(gray.shape) >= 64:
         gray = ops.box_blur3(gray)
     return gray
 
