@@ -1,10 +1,13 @@
 """The per-image path against its floor: bytes -> label, in process, on photo-like JPEG uploads.
 
-Median of interleaved rounds over the same uploads: JPEG decode, the normaliser (find the ink, clear the
+The least of interleaved rounds over the same uploads (on a shared host, noise only ever adds time: the
+same loop measured 1.4 to 2.3 ms per image within a minute): JPEG decode, the normaliser (find the ink, clear the
 page, segment, one 28x28 glyph per candidate: ``imaging.page_candidates``; also on photos of letters in
 the boxes of a printed form, where finding and removing the lines is most of the work), LiteRT inference
 (batch 64), and ``pipeline.label`` at batch 64 with one process and with every vCPU. The floor is
-decode + inference: what no normaliser can go below. Also: throughput with 2 processes vs 1.
+decode + inference: what no normaliser can go below. Also: throughput with 2 processes vs 1, beside
+this host's own ceiling for it: the normaliser alone, in two independent processes at once, against one
+(no pipes, no shared work: what the two vCPUs give any two processes).
 
 Run: .venv/bin/python benchmarks/speed.py [--images 500 --rounds 5]
 Writes benchmarks/results/speed.json (the README's table is generated from it).
@@ -13,8 +16,8 @@ Writes benchmarks/results/speed.json (the README's table is generated from it).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +47,33 @@ def per_image_ms(function: Callable[[Any], object], items: Sequence[Any], repeat
         for item in items:
             function(item)
     return (time.perf_counter() - started) / (len(items) * repeat) * 1000
+
+
+def host_ceiling(pages: Sequence[tuple[np.ndarray, tuple[int, int]]], rounds: int = 7) -> float:
+    """Throughput of two independent processes normalising the same pages at once, against one alone: the
+    least time of ``rounds`` each. Under 2x when the vCPUs share a core or its caches."""
+    context = multiprocessing.get_context("fork")
+
+    def timed(queue: Any) -> None:
+        started = time.perf_counter()
+        for page in pages:
+            imaging.page_candidates(*page)
+        queue.put(time.perf_counter() - started)
+
+    def run(processes: int) -> float:
+        queue = context.Queue()
+        started = [context.Process(target=timed, args=(queue,)) for _ in range(processes)]
+        for process in started:
+            process.start()
+        for process in started:
+            process.join()
+        return max(queue.get() for _ in started)
+
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(rounds):  # interleaved, so the host's drift hits both alike
+        for processes in times:
+            times[processes].append(run(processes))
+    return 2 * min(times[1]) / min(times[2])
 
 
 def _reads(decoded: tuple[np.ndarray, tuple[int, int]]) -> bool:
@@ -88,14 +118,15 @@ def main() -> int:
         rounds["label_1"].append(one_ms / len(items))
         rounds["label_2"].append(two_ms / len(items))
     two.close()
-    ms = {k: statistics.median(v) for k, v in rounds.items()}
+    ceiling = host_ceiling(decoded)
+    ms = {k: min(v) for k, v in rounds.items()}
     floor = ms["decode"] + ms["inference"]
     speedup = ms["label_1"] / ms["label_2"]
     cpus = len(os.sched_getaffinity(0))
     reference = reference_ms()
     print(
         f"{args.images} photo-like JPEG uploads (~{np.mean([g.size for g in grays]) ** 0.5:.0f} px square), "
-        f"median of {args.rounds} interleaved rounds, {cpus} CPUs, model {classifier.manifest.version}; "
+        f"least of {args.rounds} interleaved rounds, {cpus} CPUs, model {classifier.manifest.version}; "
         f"this machine's reference loop: {reference:.0f} ms"
     )
     print(f"  JPEG decode                      {ms['decode']:6.3f} ms/image")
@@ -114,10 +145,12 @@ def main() -> int:
         f"  throughput 2 processes / 1       {speedup:6.2f}x            target >= {TARGETS['two_worker_speedup']}x: "
         f"{'PASS' if speedup >= TARGETS['two_worker_speedup'] else 'FAIL'}"
     )
+    print(f"  host ceiling: the normaliser alone in 2 independent processes / 1: {ceiling:.2f}x")
     results = {
         **{f"{k}_ms": round(v, 3) for k, v in ms.items()},
         "floor_ms": round(floor, 3),
         "two_worker_speedup": round(speedup, 2),
+        "host_two_process_ceiling": round(ceiling, 2),
         "images": args.images,
         "cpus": cpus,
         "reference_ms": round(reference),

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks.common import reference_ms, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.pipeline import label, local_source  # noqa: E402
@@ -83,6 +84,15 @@ def main() -> None:
     print(f"naive TF, predict x1   : {rate_naive:8.1f} images/s  ({1000 / rate_naive:.2f} ms/image)")
     ok = min(rate64, rate1) / rate_naive >= 10
     print(f"target >= 10x naive at batch 64 and 1: {'PASS' if ok else 'FAIL'}")
+    write_results(
+        "throughput",
+        {
+            "images_per_s_batch_64": round(rate64, 1),
+            "images_per_s_batch_1": round(rate1, 1),
+            "images_per_s_naive": round(rate_naive, 1),
+            "reference_ms": round(reference_ms()),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -190,3 +190,12 @@ def test_half_resolution_reads_the_same_glyph_as_full_resolution(monkeypatch) ->
     monkeypatch.setattr(page, "HALF_FROM", 10**9)
     full = prepare(data, LIMIT)
     assert float(np.abs(halved - full).mean()) < 0.03
+
+
+def test_a_large_sixteen_bit_page_is_read_at_half_resolution_too() -> None:
+    eight_bit = np.asarray(Image.open(io.BytesIO(_large_page(GLYPHS[0], 400, 240))))
+    buffer = io.BytesIO()
+    Image.fromarray(eight_bit.astype(np.uint16) * 257).save(buffer, format="PNG")
+    gray = decode(buffer.getvalue(), LIMIT)
+    assert gray.dtype == np.float32
+    assert find_ink(gray).mask.shape == (200, 200)
