@@ -154,6 +154,11 @@ def recognition_table() -> str:
             f"| {name} | {k['accuracy']:.2%} | {k['balanced_accuracy']:.2%} | {gap:.2f} pts | {k['ece']:.2%} "
             f"| {k['coverage']:.1%}, {k['accepted_accuracy']:.2%} |"
         )
+    if "model_on_pen_arrays" in result:
+        lines.append(
+            f"| model on the same glyphs redrawn with a 2.5 px pen, as 28x28 arrays | "
+            f"{result['model_on_pen_arrays']:.2%} |  |  |  |  |"
+        )
     digits = result["digits_16x16"]
     lines.append(
         f"| 16x16 digit scans ({digits['images']}), any class / `--allow 0123456789` | "
@@ -180,7 +185,7 @@ def models_table() -> str:
         f"| model on the 28x28 arrays | {old['model_on_arrays']['balanced_accuracy']:.2%} "
         f"| {new['model_on_arrays']['balanced_accuracy']:.2%} |",
     ]
-    for name in new["kinds"]:
+    for name in (name for name in new["kinds"] if name in old["kinds"]):
         lines.append(
             f"| {name} | {old['kinds'][name]['balanced_accuracy']:.2%} | {new['kinds'][name]['balanced_accuracy']:.2%} |"
         )

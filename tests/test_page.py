@@ -15,7 +15,7 @@ from PIL import Image
 from handler.imaging import ImageError, decode, ops, page, prepare
 from handler.imaging.page import find_ink
 from handler.records import ErrorCode
-from training.render import form_cell, scan_like
+from training.render import form_cell, pen_photo, scan_like
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "normaliser"
 GLYPHS = [np.asarray(Image.open(FIXTURES / f"emnist-{i:02d}.png").convert("L")) for i in range(6)]
@@ -199,3 +199,15 @@ def test_a_large_sixteen_bit_page_is_read_at_half_resolution_too() -> None:
     gray = decode(buffer.getvalue(), LIMIT)
     assert gray.dtype == np.float32
     assert find_ink(gray).mask.shape == (200, 200)
+
+
+@pytest.mark.parametrize("pen", [4, 10])
+def test_a_pen_photo_is_written_with_strokes_of_the_pens_width(pen: int) -> None:
+    ink = page._find_ink(decode(pen_photo(GLYPHS[0], np.random.default_rng(pen), pen), LIMIT))
+    stroke = ops.relative_stroke_width(ink.mask) * max(ink.mask.shape)
+    assert pen <= stroke <= pen + 3
+
+
+def test_a_fine_pen_photo_is_read_at_full_resolution() -> None:
+    gray = decode(pen_photo(GLYPHS[0], np.random.default_rng(0), 3), LIMIT)
+    assert find_ink(gray).mask.shape == gray.shape

@@ -1,5 +1,5 @@
-"""Render EMNIST glyphs the way uploads arrive: photos of ink on paper, clean scans, transparent PNGs,
-tiny digit-field scans and letters written in the boxes of a printed form.
+"""Render EMNIST glyphs the way uploads arrive: photos of ink on paper (also redrawn with a pen's width),
+clean scans, transparent PNGs, tiny digit-field scans and letters written in the boxes of a printed form.
 
 The training job renders its augmented copies with these and then runs the service's own normaliser
 (``handler.imaging``) on the bytes; the benchmarks and tests render their held-out uploads with them.
@@ -61,6 +61,70 @@ def photo_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
     tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)], dtype=np.float32)
     rgb = np.clip(page[..., None] * tint * 255, 0, 255).astype(np.uint8)
     return _encode(Image.fromarray(rgb), rng, lossy=True)
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: a boolean mask's centre lines, one pixel wide."""
+    thin = mask.astype(np.uint8)
+    changed = True
+    while changed:
+        changed = False
+        for step in (0, 1):
+            p = np.pad(thin, 1)
+            ring = [
+                p[:-2, 1:-1],
+                p[:-2, 2:],
+                p[1:-1, 2:],
+                p[2:, 2:],
+                p[2:, 1:-1],
+                p[2:, :-2],
+                p[1:-1, :-2],
+                p[:-2, :-2],
+            ]
+            n2, _, n4, _, n6, _, n8, _ = ring
+            neighbours = sum(r.astype(np.int32) for r in ring)
+            following = ring[1:] + ring[:1]
+            crossings = sum(((a == 0) & (b == 1)).astype(np.int32) for a, b in zip(ring, following, strict=True))
+            one, other = (n2 * n4 * n6, n4 * n6 * n8) if step == 0 else (n2 * n4 * n8, n2 * n6 * n8)
+            side = (one == 0) & (other == 0)
+            remove = (thin == 1) & (neighbours >= 2) & (neighbours <= 6) & (crossings == 1) & side
+            if remove.any():
+                thin[remove] = 0
+                changed = True
+    return thin.astype(bool)
+
+
+def pen_strokes(glyph: np.ndarray, size: int, pen: int) -> np.ndarray:
+    """The glyph's centre lines redrawn with a round nib of ``pen`` px on a ``size`` px square, as ink
+    coverage 0-1: strokes of one even width, as a ballpoint or a marker writes."""
+    scale = size / glyph.shape[0]
+    centres = skeleton(glyph > 100)
+    points = set(zip(*(axis.tolist() for axis in np.nonzero(centres)), strict=True))
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for y, x in points:
+        here = ((x + 0.5) * scale, (y + 0.5) * scale)
+        for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            if (y + dy, x + dx) in points:
+                draw.line([here, ((x + dx + 0.5) * scale, (y + dy + 0.5) * scale)], fill=255, width=pen)
+        draw.ellipse([here[0] - pen / 2, here[1] - pen / 2, here[0] + pen / 2, here[1] + pen / 2], fill=255)
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+def pen_photo(glyph: np.ndarray, rng: np.random.Generator, pen: int | None = None) -> bytes:
+    """A photo of the glyph written with a pen (:func:`pen_strokes`, a 3-12 px nib on a 160-300 px glyph),
+    tilted, on paper, as a JPEG."""
+    pen = pen or int(rng.integers(3, 13))
+    size = int(rng.integers(160, 300))
+    strokes = Image.fromarray((pen_strokes(glyph, size, pen) * 255).astype(np.uint8))
+    turned = strokes.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BICUBIC)
+    ink = np.asarray(turned, dtype=np.float32) / 255.0
+    canvas_h, canvas_w = int(size * rng.uniform(1.4, 2.2)), int(size * rng.uniform(1.4, 2.2))
+    page = _paper(canvas_h, canvas_w, rng)
+    top, left = int(rng.integers(0, canvas_h - size + 1)), int(rng.integers(0, canvas_w - size + 1))
+    _lay_ink(page, ink, top, left, float(rng.uniform(0.05, 0.3)))
+    page += rng.normal(0, rng.uniform(0.01, 0.03), page.shape).astype(np.float32)
+    return _encode(Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8)), rng, lossy=True)
 
 
 def scan_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
