@@ -7,7 +7,7 @@ sorting their pixels; the final blur and resize to 28x28 is one precomputed line
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -178,7 +178,6 @@ def _box(x: np.ndarray) -> np.ndarray:
 KERNELS = {Image.Resampling.BICUBIC: (_bicubic, 2.0), Image.Resampling.BOX: (_box, 0.5)}
 
 
-@lru_cache(maxsize=4096)
 def resize_matrix(side_in: int, side_out: int, resample: Image.Resampling) -> np.ndarray:
     """Pillow's resize of one axis as a (side_out, side_in) float32 matrix: its own taps (``precompute_coeffs``
     in Resample.c: the kernel widened by the reduction, each output's weights normalised), so a resize
