@@ -300,8 +300,8 @@ def _union_find(n: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
     above = np.cumsum(np.bincount(first, minlength=n + 1) - np.bincount(last, minlength=n + 1))[:n]
     chained = below == 1
     chained[chained] = above[first[chained]] == 1
-    runs_ = np.arange(n)
-    head = runs_.copy()
+    ids = np.arange(n)
+    head = ids.copy()
     head[first[chained]] = np.flatnonzero(chained)
     while True:
         jumped = head[head]
@@ -322,7 +322,7 @@ def _union_find(n: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
             a, b = root(heads[i]), root(heads[j])
             if a != b:
                 parent[max(a, b)] = min(a, b)
-    starts = np.flatnonzero(head == runs_)  # each chain's first run (its own head), in order
+    starts = np.flatnonzero(head == ids)  # each chain's first run (its own head), in order
     lookup = np.empty(n, dtype=np.int64)
     lookup[starts] = [root(a) for a in starts.tolist()]
     return lookup[head]

@@ -103,6 +103,7 @@ def _resolved(ink: Ink) -> bool:
 
 
 def _find_ink(gray: np.ndarray, *, blur: bool = True) -> Ink:
+    """:func:`find_ink` at the page's own resolution (``blur``: the 3x3 box blur against sensor noise)."""
     height, width = gray.shape
     if max(height, width) > MAX_WORK_SIDE:
         factor = MAX_WORK_SIDE / max(height, width)
