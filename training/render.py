@@ -28,9 +28,13 @@ def _encode(image: Image.Image, rng: np.random.Generator, *, lossy: bool) -> byt
 
 def _ink_strength(glyph: np.ndarray, size: int, rng: np.random.Generator, max_tilt: float = 8.0) -> np.ndarray:
     """The glyph (white on black) enlarged to ``size`` px, tilted, as ink coverage 0-1."""
-    big = Image.fromarray(glyph).resize((size, size), Image.Resampling.BICUBIC)
-    big = big.rotate(float(rng.uniform(-max_tilt, max_tilt)), resample=Image.Resampling.BICUBIC, fillcolor=0)
-    return np.asarray(big, dtype=np.float32) / 255.0
+    return _tilted(Image.fromarray(glyph).resize((size, size), Image.Resampling.BICUBIC), rng, max_tilt)
+
+
+def _tilted(ink: Image.Image, rng: np.random.Generator, max_tilt: float) -> np.ndarray:
+    """White-on-black ink turned by up to ``max_tilt`` degrees either way, as coverage 0-1."""
+    turned = ink.rotate(float(rng.uniform(-max_tilt, max_tilt)), resample=Image.Resampling.BICUBIC, fillcolor=0)
+    return np.asarray(turned, dtype=np.float32) / 255.0
 
 
 def _paper(height: int, width: int, rng: np.random.Generator, low: float = 0.72) -> np.ndarray:
@@ -47,17 +51,25 @@ def _lay_ink(page: np.ndarray, ink: np.ndarray, top: int, left: int, ink_level: 
     page[top : top + size_h, left : left + size_w] = region - ink * (region - ink_level)
 
 
+def _photographed(ink: np.ndarray, height: int, width: int, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Square ink coverage laid somewhere on a ``height`` x ``width`` page of lit paper, dark ink of a random
+    level, and sensor noise of up to ``noise``: a photo's grey page, 0-1."""
+    size = ink.shape[0]
+    page = _paper(height, width, rng)
+    top = int(rng.integers(0, height - size + 1))
+    left = int(rng.integers(0, width - size + 1))
+    _lay_ink(page, ink, top, left, float(rng.uniform(0.05, 0.3)))
+    page += rng.normal(0, rng.uniform(0.01, noise), page.shape).astype(np.float32)
+    return page
+
+
 def photo_like(glyph: np.ndarray, rng: np.random.Generator) -> bytes:
     """(28, 28) uint8 white-on-black glyph -> JPEG bytes of a photographed character on paper."""
     size = int(rng.integers(90, 260))
     ink = _ink_strength(glyph, size, rng)
     canvas_w = int(size * rng.uniform(1.4, 2.4))
     canvas_h = int(size * rng.uniform(1.4, 2.4))
-    page = _paper(canvas_h, canvas_w, rng)
-    top = int(rng.integers(0, canvas_h - size + 1))
-    left = int(rng.integers(0, canvas_w - size + 1))
-    _lay_ink(page, ink, top, left, float(rng.uniform(0.05, 0.3)))
-    page += rng.normal(0, rng.uniform(0.01, 0.04), page.shape).astype(np.float32)
+    page = _photographed(ink, canvas_h, canvas_w, rng, noise=0.04)
     tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)], dtype=np.float32)
     rgb = np.clip(page[..., None] * tint * 255, 0, 255).astype(np.uint8)
     return _encode(Image.fromarray(rgb), rng, lossy=True)
@@ -97,6 +109,10 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
 def pen_strokes(glyph: np.ndarray, size: int, pen: int) -> np.ndarray:
     """The glyph's centre lines redrawn with a round nib of ``pen`` px on a ``size`` px square, as ink
     coverage 0-1: strokes of one even width, as a ballpoint or a marker writes."""
+    return np.asarray(_pen_canvas(glyph, size, pen), dtype=np.float32) / 255.0
+
+
+def _pen_canvas(glyph: np.ndarray, size: int, pen: int) -> Image.Image:
     scale = size / glyph.shape[0]
     centres = skeleton(glyph > 100)
     points = set(zip(*(axis.tolist() for axis in np.nonzero(centres)), strict=True))
@@ -108,7 +124,7 @@ def pen_strokes(glyph: np.ndarray, size: int, pen: int) -> np.ndarray:
             if (y + dy, x + dx) in points:
                 draw.line([here, ((x + dx + 0.5) * scale, (y + dy + 0.5) * scale)], fill=255, width=pen)
         draw.ellipse([here[0] - pen / 2, here[1] - pen / 2, here[0] + pen / 2, here[1] + pen / 2], fill=255)
-    return np.asarray(canvas, dtype=np.float32) / 255.0
+    return canvas
 
 
 def pen_photo(glyph: np.ndarray, rng: np.random.Generator, pen: int | None = None) -> bytes:
@@ -116,14 +132,9 @@ def pen_photo(glyph: np.ndarray, rng: np.random.Generator, pen: int | None = Non
     tilted, on paper, as a JPEG."""
     pen = pen or int(rng.integers(3, 13))
     size = int(rng.integers(160, 300))
-    strokes = Image.fromarray((pen_strokes(glyph, size, pen) * 255).astype(np.uint8))
-    turned = strokes.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BICUBIC)
-    ink = np.asarray(turned, dtype=np.float32) / 255.0
+    ink = _tilted(_pen_canvas(glyph, size, pen), rng, max_tilt=8.0)
     canvas_h, canvas_w = int(size * rng.uniform(1.4, 2.2)), int(size * rng.uniform(1.4, 2.2))
-    page = _paper(canvas_h, canvas_w, rng)
-    top, left = int(rng.integers(0, canvas_h - size + 1)), int(rng.integers(0, canvas_w - size + 1))
-    _lay_ink(page, ink, top, left, float(rng.uniform(0.05, 0.3)))
-    page += rng.normal(0, rng.uniform(0.01, 0.03), page.shape).astype(np.float32)
+    page = _photographed(ink, canvas_h, canvas_w, rng, noise=0.03)
     return _encode(Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8)), rng, lossy=True)
 
 
