@@ -40,15 +40,12 @@ def to_glyph(ink: Ink) -> np.ndarray:
     target = GLYPH * WORK_SCALE
     scale = target / max(glyph_h, glyph_w)
     new_w, new_h = max(1, round(glyph_w * scale)), max(1, round(glyph_h * scale))
-    canvas_side = SIDE * WORK_SCALE
-    y0, x0 = (canvas_side - new_h) // 2, (canvas_side - new_w) // 2
-    shrink = ops.blur_and_shrink(canvas_side, SIDE, BLUR_SIGMA)  # the canvas is zero outside the glyph
-    rows, columns = shrink[:, y0 : y0 + new_h], shrink[:, x0 : x0 + new_w]
     kind = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BOX
     if relative_stroke < THIN_STROKE:
         grow = round((TARGET_STROKE - relative_stroke) * target)
         size = min(9, max(3, grow + 1)) | 1  # a k-pixel max filter widens strokes by k - 1
         glyph = ops.rank_filter(ops.resize(glyph, new_w, new_h, kind), size, np.maximum)
+        rows, columns = _centred_shrink(new_h), _centred_shrink(new_w)
     else:  # the resize to the work scale folded into the blur and shrink: two small products, no image
         rows, columns = axis_map(glyph_h, new_h, kind), axis_map(glyph_w, new_w, kind)
     small = rows @ glyph @ columns.T
@@ -65,10 +62,15 @@ def axis_map(side: int, work: int, resample: Image.Resampling) -> np.ndarray:
     canvas, blurred and shrunk, as one (28, side) matrix. Building a crop's two maps takes about 1.2x
     Pillow's resize of it; once cached, resize, blur and shrink are two small products, about 8x less.
     So it pays where crop sizes repeat (the same scanner, form or camera); ``AXIS_MAPS`` bound the memory."""
+    return _centred_shrink(work) @ ops.resize_matrix(side, work, resample)
+
+
+def _centred_shrink(work: int) -> np.ndarray:
+    """Blur and shrink of one axis for ``work`` px of glyph centred on the canvas: the (28, work) columns of
+    the canvas's map that the glyph covers (the canvas is zero elsewhere)."""
     canvas_side = SIDE * WORK_SCALE
     offset = (canvas_side - work) // 2
-    shrink = ops.blur_and_shrink(canvas_side, SIDE, BLUR_SIGMA)  # the canvas is zero outside the glyph
-    return shrink[:, offset : offset + work] @ ops.resize_matrix(side, work, resample)
+    return ops.blur_and_shrink(canvas_side, SIDE, BLUR_SIGMA)[:, offset : offset + work]
 
 
 def own_ink(ink: Ink, box: Box, mask: np.ndarray) -> tuple[Ink, int, int]:
