@@ -26,11 +26,10 @@ def speed_table() -> str:
     rows = [
         ("JPEG decode", f"{speed['decode_ms']:.3f} ms", "", ""),
         ("normaliser", f"{speed['normalise_ms']:.3f} ms", "<= 1.2 ms", ""),
-        *(
-            [("normaliser, letters in printed form boxes", f"{speed['normalise_form_cell_ms']:.3f} ms", "", "")]
-            if "normalise_form_cell_ms" in speed
-            else []
-        ),
+    ]
+    if "normalise_form_cell_ms" in speed:
+        rows.append(("normaliser, letters in printed form boxes", f"{speed['normalise_form_cell_ms']:.3f} ms", "", ""))
+    rows += [
         ("LiteRT inference, batch 64", f"{speed['inference_ms']:.3f} ms", "", ""),
         ("**floor: decode + inference**", f"{floor:.3f} ms", "", "1.00x"),
         (
@@ -46,34 +45,23 @@ def speed_table() -> str:
             f"{speed['label_2_ms'] / floor:.2f}x",
         ),
         ("throughput, 2 processes / 1", f"{speed['two_worker_speedup']:.2f}x", ">= 1.7x", ""),
-        *(
-            [
-                (
-                    "host ceiling: the normaliser alone in 2 independent processes / 1",
-                    f"{speed['host_two_process_ceiling']:.2f}x",
-                    "",
-                    "",
-                )
-            ]
-            if "host_two_process_ceiling" in speed
-            else []
-        ),
-        *(
-            [
-                (
-                    "warm throughput, bytes -> label, one process, batch 64 / batch 1 "
-                    "(vs naive TensorFlow `predict` per image)",
-                    f"{t['images_per_s_batch_64']:.0f} / {t['images_per_s_batch_1']:.0f} images/s: "
-                    f"{t['images_per_s_batch_64'] / t['images_per_s_naive']:.1f}x / "
-                    f"{t['images_per_s_batch_1'] / t['images_per_s_naive']:.1f}x naive",
-                    ">= 10x",
-                    "",
-                )
-                for t in [json.loads((RESULTS / "throughput.json").read_text())]
-            ]
-            if (RESULTS / "throughput.json").exists()
-            else []
-        ),
+    ]
+    if "host_two_process_ceiling" in speed:
+        ceiling = speed["host_two_process_ceiling"]
+        rows.append(("host ceiling: the normaliser alone in 2 independent processes / 1", f"{ceiling:.2f}x", "", ""))
+    if (RESULTS / "throughput.json").exists():
+        rates = json.loads((RESULTS / "throughput.json").read_text())
+        batch_64, batch_1, naive = (rates[f"images_per_s_{k}"] for k in ("batch_64", "batch_1", "naive"))
+        rows.append(
+            (
+                "warm throughput, bytes -> label, one process, batch 64 / batch 1 "
+                "(vs naive TensorFlow `predict` per image)",
+                f"{batch_64:.0f} / {batch_1:.0f} images/s: {batch_64 / naive:.1f}x / {batch_1 / naive:.1f}x naive",
+                ">= 10x",
+                "",
+            )
+        )
+    rows += [
         ("cold start: import + load and verify the model", f"{cold['init_s']:.3f} s", "<= 0.4 s", ""),
         (
             "cold start: until the S3 client (built in the background) is ready",
