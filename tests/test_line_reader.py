@@ -138,3 +138,28 @@ def test_strips_are_32_by_128_and_left_aligned(touching) -> None:
     assert strip.shape == (HEIGHT, WIDTH)
     used = strip_columns(touching.segmentation.lines[0].wide[0].box)
     assert strip[:, used:].max() == 0 and strip[:, :used].max() == 1.0
+
+
+def test_a_published_reader_can_be_reused_with_another_glyph_model(model_uri: str, tmp_path: Path) -> None:
+    from training import line_reader
+
+    trained_on = line_reader.reuse(Path(model_uri), tmp_path / "run")
+    copied = (tmp_path / "run" / model.LINE_READER_FILE).read_bytes()
+    assert copied == (Path(model_uri) / model.LINE_READER_FILE).read_bytes()
+    assert (
+        trained_on
+        == json.loads((Path(model_uri) / model.MANIFEST_NAME).read_text())["metrics"]["line_reader"]["train_lines"]
+    )
+
+
+def test_reusing_the_reader_of_a_version_without_one_is_refused(model_uri: str, tmp_path: Path) -> None:
+    from training import line_reader
+
+    folder = tmp_path / "version"
+    shutil.copytree(model_uri, folder)
+    body = json.loads((folder / model.MANIFEST_NAME).read_text())
+    body["files"].pop(model.LINE_READER_FILE)
+    body.pop("line_reader")
+    (folder / model.MANIFEST_NAME).write_text(json.dumps(body))
+    with pytest.raises(ValueError, match="no line reader"):
+        line_reader.reuse(folder, tmp_path / "run")

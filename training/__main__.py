@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     reader.add_argument("--samples", type=int, default=32000, help="training lines")
     reader.add_argument("--epochs", type=int, default=10)
     reader.add_argument("--to", type=Path, help="models root for the new version (default: do not publish)")
+    reader.add_argument(
+        "--reader-from",
+        type=Path,
+        help="a published version whose line reader to reuse (it does not depend on the glyph model) instead of training",
+    )
     run = sub.add_parser("run", help="train, evaluate, export and (with --publish) publish in one go")
     _add_common(run)
     _add_train(run)
@@ -129,10 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         from training import line_reader
 
         classes = Manifest.from_json((args.model / MANIFEST_NAME).read_bytes()).classes
-        if not (args.run / "model.keras").exists():  # resumable: a trained reader is kept
-            line_reader.train(args.run, args.data, args.samples, args.epochs)
-        line_reader.export(args.run)
-        report = {**line_reader.measure(args.run, args.data, classes), "train_lines": args.samples}
+        samples = args.samples
+        if args.reader_from:  # measured again below, on the same held-out lines
+            samples = line_reader.reuse(args.reader_from, args.run)
+        else:
+            if not (args.run / "model.keras").exists():  # resumable: a trained reader is kept
+                line_reader.train(args.run, args.data, args.samples, args.epochs)
+            line_reader.export(args.run)
+        report = {**line_reader.measure(args.run, args.data, classes), "train_lines": samples}
+        if args.reader_from:
+            report["reused_from"] = args.reader_from.name
         (args.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
         if args.to:

@@ -188,6 +188,17 @@ def export(run: Path) -> Path:
     return path
 
 
+def reuse(version: Path, run: Path) -> int:
+    """Copy a published version's reader into ``run`` (to publish it with another glyph model); returns how
+    many lines it was trained on."""
+    manifest = Manifest.from_json((version / MANIFEST_NAME).read_bytes(), str(version / MANIFEST_NAME))
+    if not manifest.line_reader:
+        raise ValueError(f"{version} has no line reader")
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(version / manifest.line_reader["file"], run / LINE_READER_FILE)
+    return int(manifest.metrics.get("line_reader", {}).get("train_lines", 0))
+
+
 def measure(run: Path, data: str, classes: str, lines: int = 2000, seed: int = 2) -> dict[str, Any]:
     """On held-out lines, through the exported LiteRT reader: exact lines, count right, and a temperature for
     the per-character confidences fitted on half the lines and reported on the other half."""
