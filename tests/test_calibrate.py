@@ -80,3 +80,17 @@ def test_a_temperature_per_predicted_class_fixes_opposite_miscalibrations_and_ke
         )
 
     assert per_class_error(both) < 0.5 * per_class_error(one)
+
+
+def test_every_kind_of_upload_is_fitted_and_reported_and_older_reports_still_render() -> None:
+    from training.calibrate import KINDS, calibration_table, summarise
+
+    def half(seed: int) -> dict[str, np.ndarray]:
+        probabilities, truth = overconfident(n=600, seed=seed)
+        return {"truth": truth, **{kind: probabilities for kind in KINDS}}
+
+    report = summarise({"fit": half(2), "report": half(3)})
+    assert set(KINDS) <= set(report) and report["temperature"] > 1
+    assert len(calibration_table(report)) == 2 + len(KINDS)
+    older = {key: value for key, value in report.items() if key != "pen"}
+    assert len(calibration_table(older)) == 2 + len(KINDS) - 1

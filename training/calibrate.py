@@ -1,7 +1,7 @@
 """Calibrate a published model version on what serving sees, and publish the calibrated version.
 
 Validation images the model never trained on (its own split) go through the service's normaliser, as
-28x28 PNGs and as photo-like uploads (``training.render``). Half of them fit a temperature (lowest
+28x28 PNGs, photo-like uploads and pen photos (``training.render``). Half of them fit a temperature (lowest
 calibration error) and the review threshold: the lowest confidence at which accepted labels are
 still at least 99% correct. The other half reports expected calibration error, coverage and accuracy,
 and draws the reliability diagram. The result is a new write-once version: the same weights, the
@@ -31,9 +31,10 @@ from handler import model as artifact
 from handler.config import DEFAULT_POINTER
 from handler.model import MANIFEST_NAME, Manifest, build_manifest, calibrate
 from training.data import load, stratified_split
-from training.render import photo_like
+from training.render import pen_photo, photo_like
 
 TARGET_PRECISION = 0.99
+KINDS = {"clean": "28x28 PNG", "photo": "photo-like upload", "pen": "pen photo"}  # fitted on all, pooled
 BINS = 15
 TEMPERATURES = np.round(np.arange(0.50, 3.001, 0.01), 2)
 
@@ -125,6 +126,7 @@ def measure(model_dir: Path, data: str, per_kind: int, seed: int = 20261125) -> 
     split = source.training.get("split", {"val_fraction": 0.15, "seed": 1234})
     held_out = stratified_split(emnist.labels, split["val_fraction"], split["seed"]).val
     rng = np.random.default_rng(seed)
+    pens = np.random.default_rng(seed + 1)  # its own generator: the photo-like files are as before pens were added
     chosen = rng.permutation(held_out)[: 2 * per_kind]
     halves = {"fit": chosen[:per_kind], "report": chosen[per_kind:]}
     out: dict[str, Any] = {}
@@ -132,7 +134,8 @@ def measure(model_dir: Path, data: str, per_kind: int, seed: int = 20261125) -> 
         truth = emnist.labels[indices]
         clean = _probabilities(classifier, [_png(emnist.images[i]) for i in indices])
         photos = _probabilities(classifier, [photo_like(emnist.images[i], rng) for i in indices])
-        out[half] = {"truth": truth, "clean": clean, "photo": photos}
+        pen = _probabilities(classifier, [pen_photo(emnist.images[i], pens) for i in indices])
+        out[half] = {"truth": truth, "clean": clean, "photo": photos, "pen": pen}
     return out
 
 
@@ -158,8 +161,8 @@ def _cross_fitted_threshold(probabilities: np.ndarray, truth: np.ndarray, seed: 
 
 def summarise(measured: dict[str, Any]) -> dict[str, Any]:
     fit = measured["fit"]
-    pooled = np.concatenate([fit["clean"], fit["photo"]])
-    truth = np.concatenate([fit["truth"], fit["truth"]])
+    pooled = np.concatenate([fit[kind] for kind in KINDS])
+    truth = np.concatenate([fit["truth"]] * len(KINDS))
     temperature, per_class = _fit(pooled, truth)
     threshold = _cross_fitted_threshold(pooled, truth)
     report: dict[str, Any] = {
@@ -168,7 +171,7 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
         "review_below": round(threshold, 4),
         "target_precision": TARGET_PRECISION,
     }
-    for kind in ("clean", "photo"):
+    for kind in KINDS:
         raw = measured["report"][kind]
         truth = measured["report"]["truth"]
         one = calibrate(raw, temperature)
@@ -193,9 +196,9 @@ def reliability_diagram(measured: dict[str, Any], report: dict[str, Any], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    figure, axes = plt.subplots(1, len(KINDS), figsize=(4.5 * len(KINDS), 4.2))
     edges = np.linspace(0, 1, BINS + 1)
-    for axis, kind in zip(axes, ("clean", "photo"), strict=True):
+    for axis, kind in zip(axes, KINDS, strict=True):
         truth = measured["report"]["truth"]
         for label, probabilities in (
             ("raw", measured["report"][kind]),
@@ -210,7 +213,9 @@ def reliability_diagram(measured: dict[str, Any], report: dict[str, Any], path: 
                     accuracies.append(correct[inside].mean())
             axis.plot(centres, accuracies, marker="o", label=label)
         axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        axis.set(title=f"{kind} (held-out half)", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        axis.set(
+            title=f"{KINDS[kind]} (held-out half)", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1)
+        )
         axis.legend()
     figure.suptitle("Reliability, a temperature per predicted class")
     figure.tight_layout()
@@ -232,7 +237,9 @@ def calibration_table(report: dict[str, Any]) -> list[str]:
         + "ECE after | coverage (review: false) | accuracy of those |",
         "| --- | --- | --- | " + ("--- | " if one else "") + "--- | --- | --- |",
     ]
-    for kind, name in (("clean", "28x28 PNG"), ("photo", "photo-like upload")):
+    for kind, name in KINDS.items():
+        if kind not in report:  # calibrated before pen photos were part of it
+            continue
         r = report[kind]
         lines.append(
             f"| {name} ({r['images']:,}) | {r['accuracy']:.2%} | {r['ece_before']:.2%} | "
@@ -280,7 +287,7 @@ def publish_calibrated(model_dir: Path, root: Path, report: dict[str, Any], meas
             folder,
             version,
             source.classes,
-            metrics={**source.metrics, "calibration": {k: report[k] for k in ("clean", "photo")}},
+            metrics={**source.metrics, "calibration": {k: report[k] for k in KINDS}},
             training={**source.training, "calibrated_from": source.version},
         )
         manifest = Manifest(

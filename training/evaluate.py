@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data import Emnist, stratified_split
+from training.render import TRAINING_MIX
 from training.train import RunConfig, read_history
 
 REPORT = "report.json"
@@ -218,8 +219,9 @@ def write_card(run_dir: Path) -> Path:
         f"- augmentation: {'random affine (rotation ±10°, scale 0.9-1.1, shear ±0.15, shift ±2 px)' if recipe.augment else 'none'}",
         *(
             [
-                f"- uploads: {recipe.rendered_copies} rendered copy per training image (photo, scan, transparent PNG,"
-                " digit-field scan, form cell: `training/render.py`) read back by the service's own `handler.imaging`"
+                f"- uploads: {recipe.rendered_copies} rendered copy per training image ("
+                + ", ".join(f"{kind} {share:.0%}" for kind, share in TRAINING_MIX.items())
+                + ": `training/render.py`) read back by the service's own `handler.imaging`"
             ]
             if recipe.rendered_copies
             else []
