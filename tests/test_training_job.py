@@ -84,7 +84,8 @@ def test_one_epoch_smoke_run_writes_checkpoint_history_and_card(trained_run: Pat
 
 def test_export_parity_litert_matches_keras(trained_run: Path) -> None:
     report = json.loads((trained_run / "export.json").read_text())
-    assert report["agreement"] >= 0.999
+    assert report["candidates"]["float32"]["agreement"] >= 0.999
+    assert report["agreement"] == report["candidates"][report["variant"]]["agreement"] >= report["min_agreement"]
     assert set(report["candidates"]) == {"float32", "float16", "dynamic_range"}
     assert (trained_run / "export" / "model.tflite").exists() and (trained_run / "export" / "model.keras").exists()
 
@@ -203,3 +204,48 @@ def test_a_line_reader_for_other_classes_is_refused_at_load(model_uri: str, tmp_
     (folder / model.MANIFEST_NAME).write_text(json.dumps(body))
     with pytest.raises(ModelError, match="not the 47 classes and a blank"):
         model.load(str(folder), tmp_path / "cache")
+
+
+def candidate(agreement: float, accuracy: float, balanced: float, ms: float, size: int) -> dict[str, float]:
+    return {
+        "agreement": agreement,
+        "accuracy": accuracy,
+        "balanced_accuracy": balanced,
+        "ms_per_image_batch64": ms,
+        "bytes": size,
+    }
+
+
+def test_export_ships_a_quantised_variant_that_users_would_not_tell_apart() -> None:
+    from training.export import choose_variant
+
+    variant, why = choose_variant(
+        {
+            "float32": candidate(1.0, 0.894, 0.898, 0.47, 2_300_000),
+            "float16": candidate(1.0, 0.894, 0.898, 0.49, 1_200_000),
+            "dynamic_range": candidate(0.998, 0.894, 0.899, 0.08, 600_000),  # a few close calls moved
+        }
+    )
+    assert variant == "dynamic_range" and "99.5%" in why
+
+
+@pytest.mark.parametrize(
+    "quantised",
+    [
+        candidate(0.99, 0.894, 0.898, 0.08, 600_000),  # too many labels moved
+        candidate(0.998, 0.892, 0.898, 0.08, 600_000),  # 0.2 points of accuracy lost
+        candidate(0.998, 0.894, 0.896, 0.08, 600_000),  # 0.2 points of class-balanced accuracy lost
+    ],
+)
+def test_export_keeps_float32_when_quantising_costs_accuracy(quantised: dict[str, float]) -> None:
+    from training.export import choose_variant
+
+    reference = candidate(1.0, 0.894, 0.898, 0.47, 2_300_000)
+    assert choose_variant({"float32": reference, "dynamic_range": quantised})[0] == "float32"
+
+
+def test_export_refuses_a_float32_conversion_that_disagrees_with_keras() -> None:
+    from training.export import ExportError, choose_variant
+
+    with pytest.raises(ExportError, match="float32"):
+        choose_variant({"float32": candidate(0.99, 0.894, 0.898, 0.47, 2_300_000)})
