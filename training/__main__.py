@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--model", type=Path, required=True, help="a published version folder")
     calibrate.add_argument("--data", default=DEFAULT_DATA)
     calibrate.add_argument("--to", type=Path, default=Path("models"), help="models root for the new version")
-    calibrate.add_argument("--images", type=int, default=4000, help="per half and kind (clean, photo-like)")
+    calibrate.add_argument("--images", type=int, default=4000, help="per half and kind (clean, photo-like, pen photo)")
     reader = sub.add_parser(
         "line-reader",
         help="train the CTC line reader for touching characters; publish it with a version (--to)",
