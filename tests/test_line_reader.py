@@ -163,3 +163,43 @@ def test_reusing_the_reader_of_a_version_without_one_is_refused(model_uri: str, 
     (folder / model.MANIFEST_NAME).write_text(json.dumps(body))
     with pytest.raises(ValueError, match="no line reader"):
         line_reader.reuse(folder, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("exact", "count_right", "kept"),
+    [
+        (0.730, 0.982, "dynamic_range"),
+        (0.728, 0.979, "dynamic_range"),
+        (0.72, 0.982, "float16"),
+        (0.73, 0.97, "float16"),
+    ],
+)
+def test_the_quantised_line_reader_ships_only_when_it_reads_lines_as_well(
+    exact: float, count_right: float, kept: str
+) -> None:
+    from training.line_reader import choose_variant
+
+    reports = {
+        "float16": {"exact": 0.731, "count_right": 0.9825},
+        "dynamic_range": {"exact": exact, "count_right": count_right},
+    }
+    assert choose_variant(reports) == kept
+
+
+def test_the_line_reader_card_names_the_variant_kept_and_where_a_reused_reader_came_from() -> None:
+    from training.line_reader import card_section
+
+    report = {
+        "lines": 2000,
+        "exact": 0.73,
+        "count_right": 0.98,
+        "temperature": 1.2,
+        "ece_before": 0.03,
+        "ece_after": 0.01,
+    }
+    figures = {"exact": 0.73, "count_right": 0.98, "ms_per_strip": 0.4, "bytes": 1}
+    exported = card_section(
+        {**report, "variant": "dynamic_range", "candidates": {"float16": figures, "dynamic_range": figures}}
+    )
+    assert "Exported dynamic_range" in exported and "0.40 ms per strip" in exported
+    assert "Carried over from `v1`" in card_section({**report, "reused_from": "v1"})

@@ -134,16 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         from training import line_reader
 
         classes = Manifest.from_json((args.model / MANIFEST_NAME).read_bytes()).classes
-        samples = args.samples
-        if args.reader_from:  # measured again below, on the same held-out lines
+        if args.reader_from:  # measured again, on the same held-out lines
             samples = line_reader.reuse(args.reader_from, args.run)
+            measured = {**line_reader.measure(args.run, args.data, classes), "reused_from": args.reader_from.name}
         else:
+            samples = args.samples
             if not (args.run / "model.keras").exists():  # resumable: a trained reader is kept
                 line_reader.train(args.run, args.data, args.samples, args.epochs)
-            line_reader.export(args.run)
-        report = {**line_reader.measure(args.run, args.data, classes), "train_lines": samples}
-        if args.reader_from:
-            report["reused_from"] = args.reader_from.name
+            measured = line_reader.export_best(args.run, args.data, classes)
+        report = {**measured, "train_lines": samples}
         (args.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
         if args.to:
