@@ -318,23 +318,20 @@ def publish(base: Path, run: Path, root: Path, report: dict[str, Any]) -> str:
 
 
 def card_section(report: dict[str, Any]) -> str:
+    provenance = ""
+    if "candidates" in report:
+        figures = ", ".join(
+            f"{name} {c['exact']:.2%} exact, {c['ms_per_strip']:.2f} ms per strip"
+            for name, c in report["candidates"].items()
+        )
+        provenance += f" Exported {report['variant']}: {figures}."
+    if "reused_from" in report:
+        provenance += f" Carried over from `{report['reused_from']}`."
     return (
         "## Line reader (touching characters)\n\n"
         f"`{LINE_READER_FILE}`: a CTC line reader for blobs wide enough to hold several characters, trained on "
         f"{report.get('train_lines', '?')} touching lines of 1-4 training-split glyphs. On {report['lines']} "
         f"held-out lines: {report['exact']:.2%} read exactly, character count right on {report['count_right']:.2%}; "
         f"per-character temperature {report['temperature']} (ECE {report['ece_before']:.2%} -> "
-        f"{report['ece_after']:.2%} on the half it was not fitted on)."
-        + (
-            f" Exported {report['variant']}: "
-            + ", ".join(
-                f"{name} {c['exact']:.2%} exact, {c['ms_per_strip']:.2f} ms per strip"
-                for name, c in report["candidates"].items()
-            )
-            + "."
-            if "candidates" in report
-            else ""
-        )
-        + (f" Carried over from `{report['reused_from']}`." if "reused_from" in report else "")
-        + "\n"
+        f"{report['ece_after']:.2%} on the half it was not fitted on).{provenance}\n"
     )
