@@ -249,3 +249,11 @@ def test_export_refuses_a_float32_conversion_that_disagrees_with_keras() -> None
 
     with pytest.raises(ExportError, match="float32"):
         choose_variant({"float32": candidate(0.99, 0.894, 0.898, 0.47, 2_300_000)})
+
+
+def test_timing_an_export_counts_cpu_per_item_after_a_warm_up_call() -> None:
+    from training.timing import ms_per_item
+
+    calls: list[int] = []
+    assert ms_per_item(lambda batch: calls.append(len(batch)), np.zeros((100, 2)), batch=8, repeats=3) >= 0
+    assert calls == [8, 8, 8, 8]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from handler.model import RUNTIME_FILE, Classifier, Manifest
 from training import architectures
 from training.data import Emnist
 from training.evaluate import EXPORT_REPORT, summarise, validation_set, write_card
+from training.timing import ms_per_item
 
 MIN_AGREEMENT = 0.999  # float32 against Keras
 MIN_REDUCED_AGREEMENT = 0.995  # float16 or dynamic range against Keras
@@ -57,15 +57,6 @@ def convert(saved_model: Path, variant: str) -> bytes:
 def _classifier(path: Path, classes: str) -> Classifier:
     manifest = Manifest(version="candidate", classes=classes, files={RUNTIME_FILE: {}})
     return Classifier(manifest, path, num_threads=1)
-
-
-def _ms_per_image(classifier: Classifier, images: np.ndarray, batch: int = 64, repeats: int = 20) -> float:
-    sample = images[:batch]
-    classifier.predict(sample)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        classifier.predict(sample)
-    return (time.perf_counter() - start) * 1000 / (repeats * len(sample))
 
 
 def predict_in_batches(classifier: Classifier, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -127,7 +118,7 @@ def export_run(run_dir: Path, data: Emnist) -> ExportResult:
             "agreement": float(np.mean(predicted == reference)),
             "accuracy": accuracy,
             "balanced_accuracy": balanced,
-            "ms_per_image_batch64": _ms_per_image(classifier, images),
+            "ms_per_image_batch64": ms_per_item(classifier.predict, images, batch=64),
         }
         print(f"  {variant}: {candidates[variant]}", flush=True)
 

@@ -44,6 +44,7 @@ from handler.recognize import decode_line
 from training.calibrate import expected_calibration_error, fit_temperature
 from training.data import load_folder, stratified_split
 from training.render import string_page
+from training.timing import ms_per_item
 
 if TYPE_CHECKING:
     import keras
@@ -195,17 +196,6 @@ def export(run: Path, variant: str = "float16") -> Path:
     return path
 
 
-def ms_per_strip(path: Path, strips: np.ndarray, batch: int = 8, repeats: int = 20) -> float:
-    """CPU time per strip at a small batch (a page's wide blobs), one thread."""
-    reader = LineReader(path, temperature=1.0, num_threads=1)
-    sample = strips[:batch]
-    reader.predict(sample)
-    started = time.process_time()
-    for _ in range(repeats):
-        reader.predict(sample)
-    return (time.process_time() - started) * 1000 / (repeats * len(sample))
-
-
 def choose_variant(reports: dict[str, dict[str, Any]]) -> str:
     """Dynamic range when it reads held-out lines as well as float16 (at most ``MAX_LINE_LOSS`` fewer exact
     lines and lines with the count right); it is about 3x faster."""
@@ -281,7 +271,7 @@ def measure(
         "temperature": round(float(temperature), 3),
         "ece_before": round(expected_calibration_error(held.max(axis=1), right), 4),
         "ece_after": round(expected_calibration_error(scaled.max(axis=1), right), 4),
-        "ms_per_strip": round(ms_per_strip(path, strips), 3),
+        "ms_per_strip": round(ms_per_item(LineReader(path, 1.0, num_threads=1).predict, strips, batch=8), 3),
         "bytes": path.stat().st_size,
     }
 
