@@ -130,13 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "line-reader":
         import json
 
-        from handler.model import MANIFEST_NAME, Manifest
+        from handler.model import LINE_READER_FILE, MANIFEST_NAME, Manifest
         from training import line_reader
 
         classes = Manifest.from_json((args.model / MANIFEST_NAME).read_bytes()).classes
         if args.reader_from:  # measured again, on the same held-out lines
             samples = line_reader.reuse(args.reader_from, args.run)
-            measured = {**line_reader.measure(args.run, args.data, classes), "reused_from": args.reader_from.name}
+            held_out = line_reader.held_out_lines(args.data)
+            measured = {
+                **line_reader.measure(args.run / LINE_READER_FILE, held_out, classes),
+                "reused_from": args.reader_from.name,
+            }
         else:
             samples = args.samples
             if not (args.run / "model.keras").exists():  # resumable: a trained reader is kept

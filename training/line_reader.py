@@ -208,10 +208,8 @@ def choose_variant(reports: dict[str, dict[str, Any]]) -> str:
 def export_best(run: Path, data: str, classes: str) -> dict[str, Any]:
     """Export every variant, measure each on the same held-out lines, keep the chosen one as
     ``run/line_reader.tflite``; returns its report with the candidates' figures."""
-    reports: dict[str, dict[str, Any]] = {}
-    for variant in VARIANTS:
-        path = export(run, variant)
-        reports[variant] = measure(run, data, classes, path=path)
+    held_out = held_out_lines(data)
+    reports = {variant: measure(export(run, variant), held_out, classes) for variant in VARIANTS}
     variant = choose_variant(reports)
     shutil.copy2(run / f"candidate-{variant}.tflite", run / LINE_READER_FILE)
     candidates = {
@@ -231,16 +229,18 @@ def reuse(version: Path, run: Path) -> int:
     return int(manifest.metrics.get("line_reader", {}).get("train_lines", 0))
 
 
-def measure(
-    run: Path, data: str, classes: str, lines: int = 2000, seed: int = 2, path: Path | None = None
-) -> dict[str, Any]:
-    """On held-out lines, through the exported LiteRT reader (``path``, default ``run/line_reader.tflite``):
-    exact lines, count right, and a temperature for the per-character confidences fitted on half the lines
-    and reported on the other half."""
-    path = path or run / LINE_READER_FILE
+def held_out_lines(data: str, lines: int = 2000, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Touching lines of validation-split glyphs (strips and padded labels): made once, every reader measured on them."""
     emnist = load_folder(Path(data))
     split = stratified_split(emnist.labels, 0.15, 1234)
     strips, labels, _ = make_lines(emnist.images[split.val], emnist.labels[split.val], lines, seed=seed)
+    return strips, labels
+
+
+def measure(path: Path, held_out: tuple[np.ndarray, np.ndarray], classes: str) -> dict[str, Any]:
+    """On :func:`held_out_lines`, through an exported LiteRT reader: exact lines, count right, and a temperature
+    for the per-character confidences fitted on half the lines and reported on the other half."""
+    strips, labels = held_out
     reader = LineReader(path, temperature=1.0)
     frames = reader.predict(strips)
     truths = ["".join(classes[i] for i in row if i >= 0) for row in labels]
@@ -255,7 +255,7 @@ def measure(
                 peaks.append(character.probabilities)
                 truth_index.append(classes.index(label))
     if len(peaks) < 2:
-        raise ValueError(f"the line reader read no held-out line's characters right in number ({lines} tried)")
+        raise ValueError(f"the line reader read no held-out line's characters right in number ({len(strips)} tried)")
     peak = np.asarray(peaks)
     truth_array = np.asarray(truth_index)
     half = len(peak) // 2
