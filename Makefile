@@ -52,19 +52,10 @@ template: $(TOOLS)/.sam  ## cfn-lint and sam validate --lint on template.yaml
 image-check:  ## install the image's runtime requirements in a clean venv, import the entry points, print size
 	$(PYTHON) infra/check_image_requirements.py
 
+BENCHMARKS = cold_start speed s3_client s3_path cost throughput recognition strings touching askew allow_digits limits
+
 bench: $(VENV)/.dev  ## every benchmark beside its target (a FAIL does not stop the rest), then the README's tables regenerated
-	-$(PY) benchmarks/cold_start.py
-	-$(PY) benchmarks/speed.py
-	-$(PY) benchmarks/s3_client.py
-	-$(PY) benchmarks/s3_path.py
-	-$(PY) benchmarks/cost.py
-	-$(PY) benchmarks/throughput.py
-	-$(PY) benchmarks/recognition.py
-	-$(PY) benchmarks/strings.py
-	-$(PY) benchmarks/touching.py
-	-$(PY) benchmarks/askew.py
-	-$(PY) benchmarks/allow_digits.py
-	-$(PY) benchmarks/limits.py
+	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py || echo "benchmarks/$$b.py: FAIL (exit $$?)"; done
 	$(PY) benchmarks/report.py
 
 train: $(VENV)/.dev  ## the bundled model's recipe: 30 augmented epochs, 6 fine-tuning, 6 on rendered uploads; publish, calibrate, line reader
