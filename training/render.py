@@ -14,8 +14,6 @@ from itertools import pairwise
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-KINDS = ("photo", "pen", "scan", "transparent", "tiny", "form")
-
 
 def _encode(image: Image.Image, rng: np.random.Generator, *, lossy: bool) -> bytes:
     buffer = io.BytesIO()

@@ -60,14 +60,13 @@ OTSU_CENTRES = (OTSU_EDGES[:-1] + OTSU_EDGES[1:]) / 2
 def otsu_threshold(weights: np.ndarray) -> float:
     """Otsu's threshold in [0, 1] from a histogram of ``OTSU_BINS`` equal bins over [0, 1]."""
     weights = weights.astype(np.float64)
-    edges, centres = OTSU_EDGES, OTSU_CENTRES
     w0 = np.cumsum(weights)
     w1 = w0[-1] - w0
-    m0 = np.cumsum(weights * centres)
+    m0 = np.cumsum(weights * OTSU_CENTRES)
     mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
     mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
     between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
+    return float(OTSU_EDGES[int(np.argmax(between)) + 1])
 
 
 def otsu_bins(values: np.ndarray) -> np.ndarray:
