@@ -1,6 +1,9 @@
 """The only module that talks to S3: fetch inputs, write records, list prefixes, move model files.
 
-boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the demo and tests point it at a local S3.
+An input's GET and a record's PUT, the two requests every input makes, go through
+:mod:`handler.lean_s3` (a quarter of boto3's CPU, the same hooks and errors); every other call through
+the boto3 client. boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the demo and tests point it at a
+local S3.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from handler.lean_s3 import LeanS3, WrongRegion
 from handler.records import Source
 
 CLIENT_CONFIG = {
@@ -91,7 +95,10 @@ def _code(error: ClientError) -> str:
 class Storage:
     def __init__(self, client: Any = None) -> None:
         self._client = client
+        self._lean: LeanS3 | None = None
+        self._elsewhere: set[str] = set()  # buckets in another region: boto3 follows its redirects
         self._lock = threading.Lock()
+        self._lean_lock = threading.Lock()
 
     @property
     def s3(self) -> Any:
@@ -105,26 +112,54 @@ class Storage:
                 self._client = boto3.client("s3", config=Config(**CLIENT_CONFIG))
             return self._client
 
+    def _lean_for(self, bucket: str) -> LeanS3 | None:
+        """The lean path for the hot requests, made with the client (None without credentials to sign with)."""
+        if bucket in self._elsewhere:
+            return None
+        client = self.s3
+        with self._lean_lock:
+            if self._lean is None:
+                import boto3
+
+                credentials = boto3.session.Session().get_credentials()  # the chain the client took its own from
+                if credentials is None:
+                    return None
+                retries = client.meta.config.retries or {}  # max_attempts counts retries; total_max_attempts all
+                attempts = retries.get("total_max_attempts") or retries.get("max_attempts", 4) + 1
+                self._lean = LeanS3(client, credentials, attempts)
+            return self._lean
+
     def warm_up(self) -> None:
         """Build the client in the background, overlapping whatever the caller does next."""
         threading.Thread(target=lambda: self.s3, name="s3-client", daemon=True).start()
 
     def fetch(self, source: Source, max_bytes: int) -> Fetched:
         """Read an object, refusing one over ``max_bytes`` before its body is downloaded."""
+        bucket, key = str(source.bucket), source.key
         try:
-            response = self.s3.get_object(Bucket=source.bucket, Key=source.key)
+            size, etag, metadata, body = self._get(bucket, key, max_bytes)
         except ClientError as exc:
             if _code(exc) in MISSING_WITHOUT_LIST:
-                raise ObjectMissing(
-                    f"s3://{source.bucket}/{source.key} does not exist (deleted before it was read)"
-                ) from exc
+                raise ObjectMissing(f"s3://{bucket}/{key} does not exist (deleted before it was read)") from exc
             raise
+        if size > max_bytes:
+            raise ObjectTooLarge(size, max_bytes)
+        return Fetched(Source(source.bucket, key, etag or source.etag, size), body, metadata)
+
+    def _get(self, bucket: str, key: str, max_bytes: int) -> tuple[int, str, dict[str, str], bytes]:
+        """(size, ETag, user metadata, body); the body is left unread (``b""``) when over ``max_bytes``."""
+        if lean := self._lean_for(bucket):
+            try:
+                reply = lean.get(bucket, key, max_bytes)
+                return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
+            except WrongRegion:
+                self._elsewhere.add(bucket)
+        response = self.s3.get_object(Bucket=bucket, Key=key)
         size = int(response["ContentLength"])
-        actual = Source(source.bucket, source.key, _etag(response) or source.etag, size)
         if size > max_bytes:
             response["Body"].close()
-            raise ObjectTooLarge(size, max_bytes)
-        return Fetched(actual, response["Body"].read(), dict(response.get("Metadata") or {}))
+            return size, _etag(response), {}, b""
+        return size, _etag(response), dict(response.get("Metadata") or {}), response["Body"].read()
 
     def put_record(
         self,
@@ -144,22 +179,30 @@ class Storage:
         :class:`WriteConflict` if another writer got there first. The metadata lets a bulk run skip
         inputs already done by this model, and a HEAD tell a result from an error (``kind``) and a mirror
         from the record it copies (``copy_of``)."""
-        condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
         metadata = {META_ETAG: source_etag, META_MODEL: model_version}
         metadata |= {name: value for name, value in ((META_KIND, kind), (META_COPY_OF, copy_of)) if value}
         try:
-            response = self.s3.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                Metadata=metadata,
-                **condition,
-            )
+            return self._put(bucket, key, body, content_type, metadata, replaces)
         except ClientError as exc:
             if _code(exc) in CONFLICT or (replaces and _code(exc) in MISSING):
                 raise WriteConflict(f"s3://{bucket}/{key} changed while we wrote it") from exc
             raise
+
+    def _put(
+        self, bucket: str, key: str, body: bytes, content_type: str, metadata: dict[str, str], replaces: str | None
+    ) -> str:
+        """A conditional PUT (``If-Match: replaces``, or ``If-None-Match: *``); returns the new ETag."""
+        if lean := self._lean_for(bucket):
+            headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+            headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
+            try:
+                return lean.put(bucket, key, body, headers).etag
+            except WrongRegion:
+                self._elsewhere.add(bucket)
+        condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
+        response = self.s3.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata, **condition
+        )
         return _etag(response)
 
     def delete_if_unchanged(self, bucket: str, key: str, etag: str) -> None:

@@ -1,0 +1,246 @@
+"""The two requests every input makes (GET the input, PUT its record), sent without boto3's per-call work.
+
+boto3 spends about 1.6 ms of CPU on each of them (parameter validation, serialisation, endpoint rules,
+its event pipeline, response parsing): together as much as decoding and reading the image, and the one
+large item left in the upload path's cost (``benchmarks/s3_client.py``). Here each is one SigV4-signed
+HTTP request on a urllib3 pool, made from the boto3 client's own settings: its endpoint rules (resolved
+once per bucket), region, credentials, timeouts, proxies and CA bundle. The requests are byte for byte
+the ones boto3 sends, less its telemetry headers and ``Expect: 100-continue``
+(``tests/test_lean_s3.py`` compares them, signature included).
+
+The boto3 client's events still fire (``before-call``, ``before-send``, ``after-call``), with the
+arguments the client gives them, so whatever hooks the client sees these calls as its own: moto's
+mock, a fault injector, Powertools' tracer. Failures come out as the client's do: a
+:class:`~botocore.exceptions.ClientError` with S3's error code, after retries on the same faults as
+boto3's standard mode (throttling, 5xx, connection errors; exponential backoff with full jitter).
+
+A bucket in another region than the client's answers with ``x-amz-bucket-region``: that raises
+:class:`WrongRegion`, and the caller goes back to boto3, which follows the redirect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from html import unescape
+from http.client import responses as REASONS
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from botocore.auth import SIGNED_HEADERS_BLACKLIST
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.compat import get_current_datetime
+from botocore.exceptions import ClientError
+from botocore.hooks import first_non_none_response
+from botocore.httpsession import get_cert_path
+from botocore.utils import get_environ_proxies, percent_encode
+
+RETRY_STATUS = frozenset({500, 502, 503, 504})
+RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"})
+MAX_BACKOFF_S = 20.0  # boto3's standard mode
+META = "x-amz-meta-"
+UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
+_ERROR_FIELD = re.compile(rb"<(Code|Message)>(.*?)</\1>", re.S)
+
+
+class WrongRegion(Exception):
+    """The bucket lives in another region than the client's; boto3 knows how to follow it there."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a successful request told us: its headers (lower-case names) and body."""
+
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    @property
+    def etag(self) -> str:
+        return self.headers.get("etag", "").strip('"')
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {name[len(META) :]: value for name, value in self.headers.items() if name.startswith(META)}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a bucket's keys live and how requests to it are signed."""
+
+    base: str  # the URL its keys hang from, "/"-terminated
+    path: str  # that URL's path: what SigV4 signs before the key
+    host: str
+    region: str
+
+
+@dataclass
+class LeanS3:
+    """GetObject and PutObject for one boto3 S3 client, at a fraction of its CPU."""
+
+    client: Any
+    credentials: Any
+    max_attempts: int = 6
+    _endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    _keys: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        meta = self.client.meta
+        config = meta.config
+        self._region = meta.region_name
+        self._events = meta.events
+        self._service = meta.service_model.service_id.hyphenize()
+        self._models = {name: meta.service_model.operation_model(name) for name in ("GetObject", "PutObject")}
+        scheme = urlsplit(meta.endpoint_url).scheme
+        proxy = (config.proxies or get_environ_proxies(meta.endpoint_url)).get(scheme)
+        options: dict[str, Any] = {
+            "maxsize": config.max_pool_connections,
+            "timeout": urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout),
+            "retries": False,
+            "ca_certs": get_cert_path(True),
+        }
+        self._http = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+
+    def get(self, bucket: str, key: str, max_bytes: int) -> Reply:
+        """The object's headers, and its body unless it is over ``max_bytes`` (then ``b""``: not downloaded)."""
+        return self._call("GetObject", bucket, key, {}, b"", max_bytes)
+
+    def put(self, bucket: str, key: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        return self._call("PutObject", bucket, key, dict(headers), body, None)
+
+    def _endpoint(self, bucket: str) -> Endpoint:
+        """The bucket's endpoint by the client's own rules (virtual hosted or path style, custom endpoints,
+        FIPS and dual-stack settings), resolved once per bucket. The resolver is botocore's internal API;
+        ``tests/test_lean_s3.py`` checks what comes of it against boto3's own requests."""
+        if bucket not in self._endpoints:
+            context: dict[str, Any] = {}
+            url, _, _ = self.client._resolve_endpoint_ruleset(
+                self._models["GetObject"], {"Bucket": bucket, "Key": "k"}, context
+            )
+            parts = urlsplit(url)
+            default = {"http": 80, "https": 443}.get(parts.scheme)
+            host = f"{parts.hostname}:{parts.port}" if parts.port not in (None, default) else str(parts.hostname)
+            region = context.get("signing", {}).get("region", self._region)
+            base = url.rstrip("/") + "/"
+            self._endpoints[bucket] = Endpoint(base, urlsplit(base).path, host, region)
+        return self._endpoints[bucket]
+
+    def _call(
+        self, operation: str, bucket: str, key: str, headers: dict[str, str], body: bytes, max_bytes: int | None
+    ) -> Reply:
+        model = self._models[operation]
+        endpoint = self._endpoint(bucket)
+        context: dict[str, Any] = {"client_region": self._region, "client_config": self.client.meta.config}
+        context["signing"] = {"bucket": bucket, "region": endpoint.region}
+        path = percent_encode(key, safe="/~")
+        params = {
+            "url_path": "/" + path,
+            "query_string": {},
+            "method": model.http["method"],
+            "headers": headers,
+            "body": body,
+            "url": endpoint.base + path,
+            "context": context,
+        }
+        _, answered = self._events.emit_until_response(
+            f"before-call.{self._service}.{operation}", model=model, params=params, request_signer=None, context=context
+        )
+        http, parsed = answered if answered is not None else self._send(operation, endpoint, params, max_bytes)
+        self._events.emit(
+            f"after-call.{self._service}.{operation}", http_response=http, parsed=parsed, model=model, context=context
+        )
+        if http.status_code >= 300:
+            region = http.headers.get("x-amz-bucket-region")
+            if region and region != self._region:
+                raise WrongRegion(f"s3://{bucket} is in {region}, not {self._region}")
+            raise ClientError(parsed, operation)
+        return Reply({name.lower(): value for name, value in http.headers.items()}, parsed.get("Body", b""))
+
+    def _send(
+        self, operation: str, endpoint: Endpoint, params: dict[str, Any], max_bytes: int | None
+    ) -> tuple[AWSResponse, dict[str, Any]]:
+        """Sign and send, retrying what boto3's standard mode retries; returns (response, parsed)."""
+        method, url, body = params["method"], params["url"], params["body"]
+        for attempt in range(1, self.max_attempts + 1):
+            headers = self._signed(method, endpoint, url[len(endpoint.base) :], params["headers"], body)
+            if body:
+                headers["Content-Length"] = str(len(body))
+            request = AWSPreparedRequest(method, url, headers, body, stream_output=False)
+            try:
+                mocked = first_non_none_response(
+                    self._events.emit(f"before-send.{self._service}.{operation}", request=request)
+                )
+                http, parsed = _parse(mocked or self._urlopen(method, url, headers, body), max_bytes)
+            except (urllib3.exceptions.HTTPError, OSError):
+                if attempt == self.max_attempts:
+                    raise
+            else:
+                code = parsed.get("Error", {}).get("Code")
+                if attempt == self.max_attempts or not (http.status_code in RETRY_STATUS or code in RETRY_CODES):
+                    return http, parsed
+            time.sleep(random.random() * min(MAX_BACKOFF_S, 2 ** (attempt - 1)))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _urlopen(self, method: str, url: str, headers: dict[str, str], body: bytes) -> AWSResponse:
+        raw = self._http.urlopen(method, url, body=body or None, headers=headers, preload_content=False, redirect=False)
+        return AWSResponse(url, raw.status, raw.headers, raw)  # type: ignore[arg-type]
+
+    def _signed(
+        self, method: str, endpoint: Endpoint, key: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, str]:
+        """``headers`` plus SigV4's for the encoded ``key`` (S3 flavour: the path as sent, the payload signed)."""
+        credentials = self.credentials.get_frozen_credentials()
+        now = get_current_datetime().strftime("%Y%m%dT%H%M%SZ")
+        added = {"X-Amz-Date": now, "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}
+        if credentials.token:
+            added["X-Amz-Security-Token"] = credentials.token
+        sent = headers | added
+        signed = {name.lower(): value for name, value in sent.items() if name.lower() not in UNSIGNED}
+        signed["host"] = endpoint.host
+        names = sorted(signed)
+        lines = [f"{name}:{' '.join(str(signed[name]).split())}" for name in names]
+        payload = added["X-Amz-Content-SHA256"]
+        canonical = "\n".join([method, endpoint.path + key, "", *lines, "", ";".join(names), payload])
+        scope = f"{now[:8]}/{endpoint.region}/s3/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{now}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        key = self._signing_key(credentials.secret_key, now[:8], endpoint.region)
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        sent["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={';'.join(names)}, Signature={signature}"
+        )
+        return sent
+
+    def _signing_key(self, secret: str, day: str, region: str) -> bytes:
+        """SigV4's derived key, which changes once a day (or with the credentials)."""
+        if (secret, day, region) not in self._keys:
+            key = ("AWS4" + secret).encode()
+            for part in (day, region, "s3", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys = {(secret, day, region): key}
+        return self._keys[(secret, day, region)]
+
+
+def _parse(http: AWSResponse, max_bytes: int | None) -> tuple[AWSResponse, dict[str, Any]]:
+    """The parts of boto3's parsed response that callers and hooks read: status, body, or S3's error."""
+    status = http.status_code
+    parsed: dict[str, Any] = {"ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": http.headers}}
+    too_large = max_bytes is not None and int(http.headers.get("content-length", 0)) > max_bytes
+    if status < 300 and too_large:
+        http.raw.close()  # refused before its body is read
+        return http, parsed
+    body = http.content
+    if status < 300:
+        parsed["Body"] = body
+        return http, parsed
+    fields = {name.decode(): unescape(value.decode(errors="replace")) for name, value in _ERROR_FIELD.findall(body)}
+    parsed["Error"] = {
+        "Code": fields.get("Code", str(status)),
+        "Message": fields.get("Message", REASONS.get(status, "")),
+    }
+    return http, parsed
