@@ -3,8 +3,9 @@
 boto3 spends about 1.6 ms of CPU on each of them (parameter validation, serialisation, endpoint rules,
 its event pipeline, response parsing): together as much as decoding and reading the image, and the one
 large item left in the upload path's cost (``benchmarks/s3_client.py``). Here each is one SigV4-signed
-HTTP request on a urllib3 pool, made from the boto3 client's own settings: its endpoint rules (resolved
-once per bucket), region, credentials, timeouts, proxies and CA bundle. The requests are byte for byte
+request on a keep-alive ``http.client`` connection (half of urllib3's CPU per request), made from the boto3
+client's own settings: its endpoint rules (resolved once per bucket), region, credentials, timeouts,
+proxies and CA bundle. The requests are byte for byte
 the ones boto3 sends, less its telemetry headers and ``Expect: 100-continue``
 (``tests/test_lean_s3.py`` compares them, signature included).
 
@@ -22,17 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import random
 import re
+import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html import unescape
+from http.client import HTTPConnection, HTTPException, HTTPSConnection, RemoteDisconnected
 from http.client import responses as REASONS
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
 from botocore.auth import SIGNED_HEADERS_BLACKLIST
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.compat import get_current_datetime
@@ -96,15 +100,8 @@ class LeanS3:
         self._events = meta.events
         self._service = meta.service_model.service_id.hyphenize()
         self._models = {name: meta.service_model.operation_model(name) for name in ("GetObject", "PutObject")}
-        scheme = urlsplit(meta.endpoint_url).scheme
-        proxy = (config.proxies or get_environ_proxies(meta.endpoint_url)).get(scheme)
-        options: dict[str, Any] = {
-            "maxsize": config.max_pool_connections,
-            "timeout": urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout),
-            "retries": False,
-            "ca_certs": get_cert_path(True),
-        }
-        self._http = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+        proxy = (config.proxies or get_environ_proxies(meta.endpoint_url)).get(urlsplit(meta.endpoint_url).scheme)
+        self._http = Connections(max(config.connect_timeout, config.read_timeout), proxy, get_cert_path(True))
 
     def get(self, bucket: str, key: str, max_bytes: int) -> Reply:
         """The object's headers, and its body unless it is over ``max_bytes`` (then ``b""``: not downloaded)."""
@@ -159,7 +156,8 @@ class LeanS3:
             if region and region != self._region:
                 raise WrongRegion(f"s3://{bucket} is in {region}, not {self._region}")
             raise ClientError(parsed, operation)
-        return Reply({name.lower(): value for name, value in http.headers.items()}, parsed.get("Body", b""))
+        fields = parsed["ResponseMetadata"].get("HTTPHeaders") or {n.lower(): v for n, v in http.headers.items()}
+        return Reply(fields, parsed.get("Body", b""))
 
     def _send(
         self, operation: str, endpoint: Endpoint, params: dict[str, Any], max_bytes: int | None
@@ -175,8 +173,11 @@ class LeanS3:
                 mocked = first_non_none_response(
                     self._events.emit(f"before-send.{self._service}.{operation}", request=request)
                 )
-                http, parsed = _parse(mocked or self._urlopen(method, url, headers, body), max_bytes)
-            except (urllib3.exceptions.HTTPError, OSError):
+                status, fields, data = (
+                    _read(mocked, max_bytes) if mocked else self._http.exchange(method, url, headers, body, max_bytes)
+                )
+                http, parsed = _parse(url, status, fields, data)
+            except (HTTPException, OSError):
                 if attempt == self.max_attempts:
                     raise
             else:
@@ -185,10 +186,6 @@ class LeanS3:
                     return http, parsed
             time.sleep(random.random() * min(MAX_BACKOFF_S, 2 ** (attempt - 1)))
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _urlopen(self, method: str, url: str, headers: dict[str, str], body: bytes) -> AWSResponse:
-        raw = self._http.urlopen(method, url, body=body or None, headers=headers, preload_content=False, redirect=False)
-        return AWSResponse(url, raw.status, raw.headers, raw)  # type: ignore[arg-type]
 
     def _signed(
         self, method: str, endpoint: Endpoint, key: str, headers: dict[str, str], body: bytes
@@ -226,21 +223,99 @@ class LeanS3:
         return self._keys[(secret, day, region)]
 
 
-def _parse(http: AWSResponse, max_bytes: int | None) -> tuple[AWSResponse, dict[str, Any]]:
-    """The parts of boto3's parsed response that callers and hooks read: status, body, or S3's error."""
-    status = http.status_code
-    parsed: dict[str, Any] = {"ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": http.headers}}
-    too_large = max_bytes is not None and int(http.headers.get("content-length", 0)) > max_bytes
-    if status < 300 and too_large:
-        http.raw.close()  # refused before its body is read
-        return http, parsed
-    body = http.content
+def _read(http: AWSResponse, max_bytes: int | None) -> tuple[int, dict[str, str], bytes]:
+    """A response a ``before-send`` hook gave instead of S3 (moto's mock), read like one from S3."""
+    fields = {name.lower(): value for name, value in http.headers.items()}
+    if max_bytes is not None and http.status_code < 300 and int(fields.get("content-length", 0)) > max_bytes:
+        http.raw.close()
+        return http.status_code, fields, b""
+    return http.status_code, fields, http.content
+
+
+def _parse(url: str, status: int, fields: dict[str, str], body: bytes) -> tuple[AWSResponse, dict[str, Any]]:
+    """The response as boto3's hooks see it, and the parts of boto3's parsed response that callers and
+    hooks read: status, body, or S3's error."""
+    http = AWSResponse(url, status, fields, _Read(body))  # type: ignore[arg-type]
+    parsed: dict[str, Any] = {"ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": fields}}
     if status < 300:
         parsed["Body"] = body
         return http, parsed
-    fields = {name.decode(): unescape(value.decode(errors="replace")) for name, value in _ERROR_FIELD.findall(body)}
+    errors = {name.decode(): unescape(value.decode(errors="replace")) for name, value in _ERROR_FIELD.findall(body)}
     parsed["Error"] = {
-        "Code": fields.get("Code", str(status)),
-        "Message": fields.get("Message", REASONS.get(status, "")),
+        "Code": errors.get("Code", str(status)),
+        "Message": errors.get("Message", REASONS.get(status, "")),
     }
     return http, parsed
+
+
+class _Read(io.BytesIO):
+    """A body already read, as ``AWSResponse.content`` reads a stream."""
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.getvalue()
+
+
+class Connections:
+    """Keep-alive connections to S3, one per request in flight, kept per host between requests.
+
+    A connection S3 closed while it sat idle fails on its next request before any answer; that request is
+    sent again at once on a fresh connection (only then: anything else is the caller's to retry).
+    """
+
+    def __init__(self, timeout: float, proxy: str | None, cafile: str | None) -> None:
+        self._timeout = timeout
+        self._proxy = urlsplit(proxy) if proxy else None
+        self._tls = ssl.create_default_context(cafile=cafile)
+        self._idle: dict[tuple[str, str], list[HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def exchange(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, max_bytes: int | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers with lower-case names, body); a 2xx body over ``max_bytes`` is not read (``b""``)."""
+        parts = urlsplit(url)
+        slot = (parts.scheme, parts.netloc)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection, reused = self._take(slot)
+        try:
+            try:
+                connection.request(method, target, body=body or None, headers=headers)
+                response = connection.getresponse()
+            except (RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if not reused:
+                    raise
+                connection.close()
+                connection, _ = self._take(slot, fresh=True)
+                connection.request(method, target, body=body or None, headers=headers)
+                response = connection.getresponse()
+            fields = {name.lower(): value for name, value in response.getheaders()}
+            if max_bytes is not None and response.status < 300 and int(fields.get("content-length", 0)) > max_bytes:
+                connection.close()  # refused before its body is read
+                return response.status, fields, b""
+            data = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            with self._lock:
+                self._idle.setdefault(slot, []).append(connection)
+        return response.status, fields, data
+
+    def _take(self, slot: tuple[str, str], fresh: bool = False) -> tuple[HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(slot)
+            if idle and not fresh:
+                return idle.pop(), True
+        scheme, netloc = slot
+        https = scheme == "https"
+        host = (self._proxy.hostname, self._proxy.port) if self._proxy else (netloc, None)
+        connection = (
+            HTTPSConnection(*host, timeout=self._timeout, context=self._tls)
+            if https
+            else HTTPConnection(*host, timeout=self._timeout)
+        )
+        if self._proxy:
+            connection.set_tunnel(netloc)
+        return connection, False
