@@ -13,12 +13,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from handler.lean_s3 import LeanS3, WrongRegion
 from handler.records import Source
+
+if TYPE_CHECKING:
+    from handler.lean_s3 import LeanS3
 
 CLIENT_CONFIG = {
     "retries": {"mode": "standard", "max_attempts": 6},
@@ -96,6 +98,7 @@ class Storage:
     def __init__(self, client: Any = None) -> None:
         self._client = client
         self._lean: LeanS3 | None = None
+        self._lean_tried = False
         self._elsewhere: set[str] = set()  # buckets in another region: boto3 follows its redirects
         self._lock = threading.Lock()
         self._lean_lock = threading.Lock()
@@ -113,25 +116,28 @@ class Storage:
             return self._client
 
     def _lean_for(self, bucket: str) -> LeanS3 | None:
-        """The lean path for the hot requests, made with the client (None without credentials to sign with)."""
-        if bucket in self._elsewhere:
-            return None
+        """The lean path for the hot requests (None for a bucket in another region, or without credentials)."""
+        return None if bucket in self._elsewhere else self._lean_client()
+
+    def _lean_client(self) -> LeanS3 | None:
+        """Made once, from the client (None without credentials to sign with: boto3 then does as it would)."""
         client = self.s3
         with self._lean_lock:
-            if self._lean is None:
+            if not self._lean_tried:
+                self._lean_tried = True
                 import boto3
 
+                from handler.lean_s3 import LeanS3  # botocore's signer and HTTP modules: not at cold start
+
                 credentials = boto3.session.Session().get_credentials()  # the chain the client took its own from
-                if credentials is None:
-                    return None
                 retries = client.meta.config.retries or {}  # max_attempts counts retries; total_max_attempts all
                 attempts = retries.get("total_max_attempts") or retries.get("max_attempts", 4) + 1
-                self._lean = LeanS3(client, credentials, attempts)
+                self._lean = LeanS3(client, credentials, attempts) if credentials else None
             return self._lean
 
     def warm_up(self) -> None:
-        """Build the client in the background, overlapping whatever the caller does next."""
-        threading.Thread(target=lambda: self.s3, name="s3-client", daemon=True).start()
+        """Build the clients in the background, overlapping whatever the caller does next."""
+        threading.Thread(target=self._lean_client, name="s3-client", daemon=True).start()
 
     def fetch(self, source: Source, max_bytes: int) -> Fetched:
         """Read an object, refusing one over ``max_bytes`` before its body is downloaded."""
@@ -149,6 +155,8 @@ class Storage:
     def _get(self, bucket: str, key: str, max_bytes: int) -> tuple[int, str, dict[str, str], bytes]:
         """(size, ETag, user metadata, body); the body is left unread (``b""``) when over ``max_bytes``."""
         if lean := self._lean_for(bucket):
+            from handler.lean_s3 import WrongRegion  # loaded by now (see _lean_for)
+
             try:
                 reply = lean.get(bucket, key, max_bytes)
                 return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
@@ -193,6 +201,8 @@ class Storage:
     ) -> str:
         """A conditional PUT (``If-Match: replaces``, or ``If-None-Match: *``); returns the new ETag."""
         if lean := self._lean_for(bucket):
+            from handler.lean_s3 import WrongRegion
+
             headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
             headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
             try:
