@@ -1,22 +1,24 @@
 """The two requests every input makes (GET the input, PUT its record), sent without boto3's per-call work.
 
-boto3 spends about 1.6 ms of CPU on each of them (parameter validation, serialisation, endpoint rules,
-its event pipeline, response parsing): together as much as decoding and reading the image, and the one
-large item left in the upload path's cost (``benchmarks/s3_client.py``). Here each is one SigV4-signed
-request on a keep-alive ``http.client`` connection (half of urllib3's CPU per request), made from the boto3
+boto3 spends 1.6-2 ms of CPU on each of them (parameter validation, serialisation, endpoint rules, its
+event pipeline, response parsing): together as much as decoding and reading the image, and the one large
+item left in the upload path's cost (``benchmarks/s3_client.py``). Here each is one SigV4-signed request
+on a keep-alive ``http.client`` connection (half of urllib3's CPU per request), made from the boto3
 client's own settings: its endpoint rules (resolved once per bucket), region, credentials, timeouts,
-proxies and CA bundle. The requests are byte for byte
-the ones boto3 sends, less its telemetry headers and ``Expect: 100-continue``
-(``tests/test_lean_s3.py`` compares them, signature included).
+proxies and CA bundle. The requests are byte for byte the ones boto3 sends, less its telemetry headers
+and ``Expect: 100-continue`` (``tests/test_lean_s3.py`` compares them, signature included).
 
 The boto3 client's events still fire (``before-call``, ``before-send``, ``after-call``), with the
-arguments the client gives them, so whatever hooks the client sees these calls as its own: moto's
-mock, a fault injector, Powertools' tracer. Failures come out as the client's do: a
-:class:`~botocore.exceptions.ClientError` with S3's error code, after retries on the same faults as
-boto3's standard mode (throttling, 5xx, connection errors; exponential backoff with full jitter).
+arguments the client gives them, so whatever hooks the client sees these calls as its own: moto's mock,
+a fault injector, a scheduled race. (The X-Ray SDK patches boto3's call method instead: it does not see
+them.) Failures come out as the client's do: a :class:`~botocore.exceptions.ClientError` with S3's
+error code, after retries on the same faults as boto3's standard mode (throttling, 5xx, connection
+errors; exponential backoff with full jitter).
 
-A bucket in another region than the client's answers with ``x-amz-bucket-region``: that raises
-:class:`WrongRegion`, and the caller goes back to boto3, which follows the redirect.
+What only boto3 does raises :class:`BotoOnly`, and the caller sends that bucket's requests through
+boto3 from then on: a bucket in another region than the client's (it answers with
+``x-amz-bucket-region``; boto3 follows the redirect), or one signed otherwise than with plain SigV4
+(S3 Express directory buckets, Outposts).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
 _ERROR_FIELD = re.compile(rb"<(Code|Message)>(.*?)</\1>", re.S)
 
 
-class WrongRegion(Exception):
-    """The bucket lives in another region than the client's; boto3 knows how to follow it there."""
+class BotoOnly(Exception):
+    """The bucket needs what only boto3 does: following it to another region, or another way of signing."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,10 @@ class LeanS3:
             parts = urlsplit(url)
             default = {"http": 80, "https": 443}.get(parts.scheme)
             host = f"{parts.hostname}:{parts.port}" if parts.port not in (None, default) else str(parts.hostname)
-            region = context.get("signing", {}).get("region", self._region)
+            signing = context.get("signing", {})
+            if context.get("auth_type", "v4") != "v4" or signing.get("signing_name", "s3") != "s3":
+                raise BotoOnly(f"s3://{bucket} is signed with {context.get('auth_type')}, not plain SigV4")
+            region = signing.get("region", self._region)
             base = url.rstrip("/") + "/"
             self._endpoints[bucket] = Endpoint(base, urlsplit(base).path, host, region)
         return self._endpoints[bucket]
@@ -154,7 +159,7 @@ class LeanS3:
         if http.status_code >= 300:
             region = http.headers.get("x-amz-bucket-region")
             if region and region != self._region:
-                raise WrongRegion(f"s3://{bucket} is in {region}, not {self._region}")
+                raise BotoOnly(f"s3://{bucket} is in {region}, not {self._region}")
             raise ClientError(parsed, operation)
         fields = parsed["ResponseMetadata"].get("HTTPHeaders") or {n.lower(): v for n, v in http.headers.items()}
         return Reply(fields, parsed.get("Body", b""))

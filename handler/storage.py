@@ -99,7 +99,7 @@ class Storage:
         self._client = client
         self._lean: LeanS3 | None = None
         self._lean_tried = False
-        self._elsewhere: set[str] = set()  # buckets in another region: boto3 follows its redirects
+        self._boto_only: set[str] = set()  # buckets in another region, or S3 Express: see lean_s3.BotoOnly
         self._lock = threading.Lock()
         self._lean_lock = threading.Lock()
 
@@ -116,8 +116,8 @@ class Storage:
             return self._client
 
     def _lean_for(self, bucket: str) -> LeanS3 | None:
-        """The lean path for the hot requests (None for a bucket in another region, or without credentials)."""
-        return None if bucket in self._elsewhere else self._lean_client()
+        """The lean path for the hot requests (None for a bucket only boto3 can reach, or without credentials)."""
+        return None if bucket in self._boto_only else self._lean_client()
 
     def _lean_client(self) -> LeanS3 | None:
         """Made once, from the client (None without credentials to sign with: boto3 then does as it would)."""
@@ -155,13 +155,13 @@ class Storage:
     def _get(self, bucket: str, key: str, max_bytes: int) -> tuple[int, str, dict[str, str], bytes]:
         """(size, ETag, user metadata, body); the body is left unread (``b""``) when over ``max_bytes``."""
         if lean := self._lean_for(bucket):
-            from handler.lean_s3 import WrongRegion  # loaded by now (see _lean_for)
+            from handler.lean_s3 import BotoOnly  # loaded by now (see _lean_for)
 
             try:
                 reply = lean.get(bucket, key, max_bytes)
                 return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
-            except WrongRegion:
-                self._elsewhere.add(bucket)
+            except BotoOnly:
+                self._boto_only.add(bucket)
         response = self.s3.get_object(Bucket=bucket, Key=key)
         size = int(response["ContentLength"])
         if size > max_bytes:
@@ -201,14 +201,14 @@ class Storage:
     ) -> str:
         """A conditional PUT (``If-Match: replaces``, or ``If-None-Match: *``); returns the new ETag."""
         if lean := self._lean_for(bucket):
-            from handler.lean_s3 import WrongRegion
+            from handler.lean_s3 import BotoOnly
 
             headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
             headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
             try:
                 return lean.put(bucket, key, body, headers).etag
-            except WrongRegion:
-                self._elsewhere.add(bucket)
+            except BotoOnly:
+                self._boto_only.add(bucket)
         condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
         response = self.s3.put_object(
             Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata, **condition

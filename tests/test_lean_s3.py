@@ -179,3 +179,13 @@ def test_a_connection_closed_while_idle_is_replaced_without_failing_the_request(
         assert replacement is not idle
     finally:
         server.shutdown()
+
+
+def test_a_bucket_signed_otherwise_than_with_plain_sigv4_is_left_to_boto3() -> None:
+    client = boto3.client("s3", region_name="eu-west-1", config=Config(**CLIENT_CONFIG))
+    sent: list[Any] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request) or _reply(200))
+    lean = lean_s3.LeanS3(client, boto3.session.Session().get_credentials())
+    with pytest.raises(lean_s3.BotoOnly, match="s3express"):  # S3 Express signs with its own session keys
+        lean.get("ocr-inputs--euw1-az1--x-s3", "input/a.png", 100)
+    assert sent == []
