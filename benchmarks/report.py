@@ -64,7 +64,7 @@ def speed_table() -> str:
     rows += [
         ("cold start: import + load and verify the model", f"{cold['init_s']:.3f} s", "<= 0.4 s", ""),
         (
-            "cold start: until the S3 client (built in the background) is ready",
+            "cold start: until the S3 clients (built in the background) are ready",
             f"{cold['client_ready_s']:.3f} s",
             "",
             "",

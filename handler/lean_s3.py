@@ -104,6 +104,8 @@ class LeanS3:
         self._models = {name: meta.service_model.operation_model(name) for name in ("GetObject", "PutObject")}
         proxy = (config.proxies or get_environ_proxies(meta.endpoint_url)).get(urlsplit(meta.endpoint_url).scheme)
         self._http = Connections(max(config.connect_timeout, config.read_timeout), proxy, get_cert_path(True))
+        if meta.endpoint_url.startswith("https"):
+            self._http.tls()  # now, in the warm-up thread, rather than on the first request
 
     def get(self, bucket: str, key: str, max_bytes: int) -> Reply:
         """The object's headers, and its body unless it is over ``max_bytes`` (then ``b""``: not downloaded)."""
@@ -270,7 +272,8 @@ class Connections:
     def __init__(self, timeout: float, proxy: str | None, cafile: str | None) -> None:
         self._timeout = timeout
         self._proxy = urlsplit(proxy) if proxy else None
-        self._tls = ssl.create_default_context(cafile=cafile)
+        self._tls: ssl.SSLContext | None = None
+        self._cafile = cafile
         self._idle: dict[tuple[str, str], list[HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -308,6 +311,12 @@ class Connections:
                 self._idle.setdefault(slot, []).append(connection)
         return response.status, fields, data
 
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context, made on first use: loading the CA bundle takes about 40 ms."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._cafile)
+        return self._tls
+
     def _take(self, slot: tuple[str, str], fresh: bool = False) -> tuple[HTTPConnection, bool]:
         with self._lock:
             idle = self._idle.get(slot)
@@ -317,7 +326,7 @@ class Connections:
         https = scheme == "https"
         host = (self._proxy.hostname, self._proxy.port) if self._proxy else (netloc, None)
         connection = (
-            HTTPSConnection(*host, timeout=self._timeout, context=self._tls)
+            HTTPSConnection(*host, timeout=self._timeout, context=self.tls())
             if https
             else HTTPConnection(*host, timeout=self._timeout)
         )

@@ -129,15 +129,18 @@ class Storage:
 
                 from handler.lean_s3 import LeanS3  # botocore's signer and HTTP modules: not at cold start
 
-                credentials = boto3.session.Session().get_credentials()  # the chain the client took its own from
+                # the session boto3.client() used: its credentials are the client's own, already resolved
+                credentials = (boto3.DEFAULT_SESSION or boto3.session.Session()).get_credentials()
                 retries = client.meta.config.retries or {}  # max_attempts counts retries; total_max_attempts all
                 attempts = retries.get("total_max_attempts") or retries.get("max_attempts", 4) + 1
                 self._lean = LeanS3(client, credentials, attempts) if credentials else None
             return self._lean
 
-    def warm_up(self) -> None:
-        """Build the clients in the background, overlapping whatever the caller does next."""
-        threading.Thread(target=self._lean_client, name="s3-client", daemon=True).start()
+    def warm_up(self) -> threading.Thread:
+        """Build the clients in the background, overlapping whatever the caller does next (join to wait)."""
+        thread = threading.Thread(target=self._lean_client, name="s3-client", daemon=True)
+        thread.start()
+        return thread
 
     def fetch(self, source: Source, max_bytes: int) -> Fetched:
         """Read an object, refusing one over ``max_bytes`` before its body is downloaded."""
