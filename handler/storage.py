@@ -1,9 +1,8 @@
 """The only module that talks to S3: fetch inputs, write records, list prefixes, move model files.
 
-An input's GET and a record's PUT, the two requests every input makes, go through
-:mod:`handler.lean_s3` (a quarter of boto3's CPU, the same hooks and errors); every other call through
-the boto3 client. boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the demo and tests point it at a
-local S3.
+An input's GET, a record's PUT and HEAD, the requests made per input, go through :mod:`handler.lean_s3`
+(a third of boto3's CPU, the same hooks and errors); every other call through the boto3 client. boto3
+reads ``AWS_ENDPOINT_URL`` itself, which is how the demo and tests point it at a local S3.
 """
 
 from __future__ import annotations
@@ -232,19 +231,31 @@ class Storage:
     def head_record(self, bucket: str, key: str) -> RecordHead | None:
         """A record's ETag and metadata, or None if there is none (404, or 403 without s3:ListBucket)."""
         try:
-            response = self.s3.head_object(Bucket=bucket, Key=key)
+            etag, meta = self._head(bucket, key)
         except ClientError as exc:
             if _code(exc) in MISSING_WITHOUT_LIST:
                 return None
             raise
-        meta = response.get("Metadata", {})
         return RecordHead(
-            _etag(response),
+            etag,
             meta.get(META_ETAG, ""),
             meta.get(META_MODEL, ""),
             meta.get(META_KIND, ""),
             meta.get(META_COPY_OF, ""),
         )
+
+    def _head(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
+        """(ETag, user metadata) of an object."""
+        if lean := self._lean_for(bucket):
+            from handler.lean_s3 import BotoOnly
+
+            try:
+                reply = lean.head(bucket, key)
+                return reply.etag, reply.metadata
+            except BotoOnly:
+                self._boto_only.add(bucket)
+        response = self.s3.head_object(Bucket=bucket, Key=key)
+        return _etag(response), dict(response.get("Metadata") or {})
 
     def get_record(self, bucket: str, key: str) -> tuple[bytes, str]:
         """A record's body and the ETag of the version read (to copy exactly what a HEAD saw)."""
@@ -259,7 +270,7 @@ class Storage:
     def current_etag(self, bucket: str, key: str) -> str | None:
         """The input's ETag now (None if it is gone): the arbiter when two versions' records meet."""
         try:
-            return _etag(self.s3.head_object(Bucket=bucket, Key=key)) or None
+            return self._head(bucket, key)[0] or None
         except ClientError as exc:
             if _code(exc) in MISSING_WITHOUT_LIST:
                 return None

@@ -73,9 +73,11 @@ def test_requests_are_signed_and_addressed_as_boto3_signs_them(
         Bucket=BUCKET, Key=KEY, Body=b"{}", ContentType="application/json", Metadata=metadata, IfNoneMatch="*"
     )
     storage.put_record(BUCKET, KEY, b"{}", "0" * 32, "v1", replaces=None, kind="result")
+    client.head_object(Bucket=BUCKET, Key=KEY)
+    storage.head_record(BUCKET, KEY)
 
-    assert [_boto3_sent(request) for request in sent] == [True, False, True, False]
-    for theirs, ours in (sent[:2], sent[2:]):
+    assert [_boto3_sent(request) for request in sent] == [True, False] * 3
+    for theirs, ours in (sent[:2], sent[2:4], sent[4:]):
         assert (ours.method, ours.url, _bytes(ours.body)) == (theirs.method, theirs.url, _bytes(theirs.body))
         assert _headers(ours) == {name: value for name, value in _headers(theirs).items() if name not in UNSIGNED}
         assert "Signature=" in ours.headers["Authorization"]
@@ -89,7 +91,17 @@ def test_lean_calls_fire_the_clients_hooks_and_honour_their_answers(s3: Any) -> 
     etag = storage.put_record(BUCKET, "output/k.json", b"{}", "e", "v1", replaces=None)
     fetched = storage.fetch(Source(BUCKET, "output/k.json", None, None), 100)
     assert (fetched.body, fetched.source.etag, fetched.metadata["model-version"]) == (b"{}", etag, "v1")
-    assert seen == {"before PutObject": 1, "after PutObject": 1, "before GetObject": 1, "after GetObject": 1}
+    head = storage.head_record(BUCKET, "output/k.json")
+    assert head is not None and (head.etag, head.model_version) == (etag, "v1")
+    assert storage.head_record(BUCKET, "output/none.json") is None
+    assert seen == {
+        "before PutObject": 1,
+        "after PutObject": 1,
+        "before GetObject": 1,
+        "after GetObject": 1,
+        "before HeadObject": 2,
+        "after HeadObject": 2,
+    }
 
     refused = ({}, {"Error": {"Code": "AccessDenied", "Message": "hooked"}, "ResponseMetadata": {}})
     s3.meta.events.register_first("before-call.s3.GetObject", lambda **_: (_reply(403), refused[1]))
