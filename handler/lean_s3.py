@@ -49,7 +49,7 @@ from botocore.httpsession import get_cert_path
 from botocore.utils import get_environ_proxies, percent_encode
 
 RETRY_STATUS = frozenset({500, 502, 503, 504})
-RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"})
+RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "PriorRequestNotComplete"})
 MAX_BACKOFF_S = 20.0  # boto3's standard mode
 META = "x-amz-meta-"
 UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
