@@ -218,8 +218,8 @@ class LeanS3:
         canonical = "\n".join([method, endpoint.path + key, "", *lines, "", ";".join(names), payload])
         scope = f"{now[:8]}/{endpoint.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{now}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        key = self._signing_key(credentials.secret_key, now[:8], endpoint.region)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        signing_key = self._signing_key(credentials.secret_key, now[:8], endpoint.region)
+        signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
         sent["Authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={signature}"
@@ -228,12 +228,13 @@ class LeanS3:
 
     def _signing_key(self, secret: str, day: str, region: str) -> bytes:
         """SigV4's derived key, which changes once a day (or with the credentials)."""
-        if (secret, day, region) not in self._keys:
+        key = self._keys.get((secret, day, region))
+        if key is None:
             key = ("AWS4" + secret).encode()
             for part in (day, region, "s3", "aws4_request"):
                 key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys = {(secret, day, region): key}
-        return self._keys[(secret, day, region)]
+            self._keys = {(secret, day, region): key}  # the one in use: yesterday's is never needed again
+        return key
 
 
 def _read(http: AWSResponse, max_bytes: int | None) -> tuple[int, dict[str, str], bytes]:
