@@ -17,9 +17,9 @@ error code, after retries on the same faults as boto3's standard mode (throttlin
 errors; exponential backoff with full jitter).
 
 What only boto3 does raises :class:`BotoOnly`, and the caller sends that bucket's requests through
-boto3 from then on: a bucket in another region than the client's (it answers with
-``x-amz-bucket-region``; boto3 follows the redirect), or one signed otherwise than with plain SigV4
-(S3 Express directory buckets, Outposts).
+boto3 from then on: a bucket in another region than the client's (its answer names the region in
+``x-amz-bucket-region``, or is a redirect or wrong-region error; boto3 follows it), or one signed
+otherwise than with plain SigV4 (S3 Express directory buckets, Outposts).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from botocore.utils import get_environ_proxies, percent_encode
 
 RETRY_STATUS = frozenset({500, 502, 503, 504})
 RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "PriorRequestNotComplete"})
+REDIRECT_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed"})  # the bucket is elsewhere
 MAX_BACKOFF_S = 20.0  # boto3's standard mode
 META = "x-amz-meta-"
 UNSIGNED = frozenset(SIGNED_HEADERS_BLACKLIST)
@@ -166,8 +167,8 @@ class LeanS3:
         )
         if http.status_code >= 300:
             region = http.headers.get("x-amz-bucket-region")
-            if region and region != self._region:
-                raise BotoOnly(f"s3://{bucket} is in {region}, not {self._region}")
+            if (region and region != self._region) or parsed.get("Error", {}).get("Code") in REDIRECT_CODES:
+                raise BotoOnly(f"s3://{bucket} is in {region or 'another region'}, not {self._region}")
             raise ClientError(parsed, operation)
         fields = parsed["ResponseMetadata"].get("HTTPHeaders") or {n.lower(): v for n, v in http.headers.items()}
         return Reply(fields, parsed.get("Body", b""))

@@ -144,10 +144,17 @@ def test_retries_stop_at_the_clients_max_attempts(s3: Any, monkeypatch: pytest.M
     assert len(sends) == storage._lean_for(BUCKET).max_attempts == 5  # type: ignore[union-attr]  # boto3's (legacy) default
 
 
-def test_a_bucket_in_another_region_is_left_to_boto3(s3: Any) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "headers"),
+    [
+        (301, b"<Error><Code>PermanentRedirect</Code></Error>", {"x-amz-bucket-region": "eu-west-1"}),
+        (400, b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>eu-west-1</Region></Error>", {}),
+    ],
+)
+def test_a_bucket_in_another_region_is_left_to_boto3(s3: Any, status: int, body: bytes, headers: dict) -> None:
     storage = Storage(s3)
     s3.put_object(Bucket=BUCKET, Key="input/a.png", Body=b"image")
-    moved = _reply(301, b"<Error><Code>PermanentRedirect</Code></Error>", **{"x-amz-bucket-region": "eu-west-1"})
+    moved = _reply(status, body, **headers)
     lean: list[str] = []
     s3.meta.events.register_first(
         "before-send.s3", lambda request, **_: None if _boto3_sent(request) else lean.append(request.method) or moved
