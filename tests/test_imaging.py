@@ -103,6 +103,28 @@ def test_exif_orientation_is_applied(seven: Image.Image) -> None:
     assert similar(prepare(data, LIMIT), reference(seven))
 
 
+STORED_AS = {  # how a camera stores an upright picture for each EXIF orientation (1: as it is)
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_AS))
+def test_every_exif_orientation_decodes_to_the_upright_pixels(seven: Image.Image, orientation: int) -> None:
+    upright = seven.crop((0, 0, 200, 150))  # not square: a missed rotation changes the shape
+    operation = STORED_AS[orientation]
+    stored = upright.transpose(operation) if operation is not None else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    assert np.array_equal(decode(png_bytes(stored, exif=exif.tobytes()), LIMIT), np.asarray(upright))
+
+
 def test_gif_uses_first_frame(seven: Image.Image) -> None:
     blank = Image.new("L", seven.size, 235)
     buffer = io.BytesIO()

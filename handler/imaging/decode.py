@@ -128,8 +128,10 @@ def decode_sized(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, i
         factor = max(image.size) // MAX_WORK_SIDE
         if factor >= 2 and image.mode not in ("P", "1"):  # bound memory: reduce once, before any conversion
             image = image.reduce(factor)
-        upright = (height, width) if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (width, height)
-        image = ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        if orientation in (2, 3, 4, 5, 6, 7, 8):  # otherwise exif_transpose would only copy (85 us a photo)
+            image = ImageOps.exif_transpose(image)
         return _to_gray(image), upright
     except ImageError:
         raise
