@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -20,6 +20,8 @@ from handler.records import Source
 
 if TYPE_CHECKING:
     from handler.lean_s3 import LeanS3
+
+R = TypeVar("R")
 
 CLIENT_CONFIG = {
     "retries": {"mode": "standard", "max_attempts": 6},
@@ -97,7 +99,7 @@ class Storage:
     def __init__(self, client: Any = None) -> None:
         self._client = client
         self._lean: LeanS3 | None = None
-        self._lean_tried = False
+        self._lean_made = False
         self._boto_only: set[str] = set()  # buckets in another region, or S3 Express: see lean_s3.BotoOnly
         self._lock = threading.Lock()
         self._lean_lock = threading.Lock()
@@ -114,16 +116,27 @@ class Storage:
                 self._client = boto3.client("s3", config=Config(**CLIENT_CONFIG))
             return self._client
 
-    def _lean_for(self, bucket: str) -> LeanS3 | None:
-        """The lean path for the hot requests (None for a bucket only boto3 can reach, or without credentials)."""
-        return None if bucket in self._boto_only else self._lean_client()
+    def _lean(self, bucket: str, request: Callable[[LeanS3], R]) -> R | None:
+        """``request`` sent the lean way; None when boto3 must send it: no credentials to sign with, or a bucket
+        only boto3 reaches (see :class:`handler.lean_s3.BotoOnly`), which then stays boto3's."""
+        lean = None if bucket in self._boto_only else self._lean_client()
+        if lean is None:
+            return None
+        from handler.lean_s3 import BotoOnly  # loaded by _lean_client
+
+        try:
+            return request(lean)
+        except BotoOnly:
+            self._boto_only.add(bucket)
+            return None
 
     def _lean_client(self) -> LeanS3 | None:
         """Made once, from the client (None without credentials to sign with: boto3 then does as it would)."""
+        if self._lean_made:  # every request asks: no locks once it is made
+            return self._lean
         client = self.s3
         with self._lean_lock:
-            if not self._lean_tried:
-                self._lean_tried = True
+            if not self._lean_made:
                 import boto3
 
                 from handler.lean_s3 import LeanS3  # botocore's signer and HTTP modules: not at cold start
@@ -133,6 +146,7 @@ class Storage:
                 retries = client.meta.config.retries or {}  # max_attempts counts retries; total_max_attempts all
                 attempts = retries.get("total_max_attempts") or retries.get("max_attempts", 4) + 1
                 self._lean = LeanS3(client, credentials, attempts) if credentials else None
+                self._lean_made = True  # after _lean: a reader that sees True sees the client too
             return self._lean
 
     def warm_up(self) -> threading.Thread:
@@ -156,14 +170,9 @@ class Storage:
 
     def _get(self, bucket: str, key: str, max_bytes: int) -> tuple[int, str, dict[str, str], bytes]:
         """(size, ETag, user metadata, body); the body is left unread (``b""``) when over ``max_bytes``."""
-        if lean := self._lean_for(bucket):
-            from handler.lean_s3 import BotoOnly  # loaded by now (see _lean_for)
-
-            try:
-                reply = lean.get(bucket, key, max_bytes)
-                return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
-            except BotoOnly:
-                self._boto_only.add(bucket)
+        reply = self._lean(bucket, lambda lean: lean.get(bucket, key, max_bytes))
+        if reply is not None:
+            return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
         response = self.s3.get_object(Bucket=bucket, Key=key)
         size = int(response["ContentLength"])
         if size > max_bytes:
@@ -202,15 +211,11 @@ class Storage:
         self, bucket: str, key: str, body: bytes, content_type: str, metadata: dict[str, str], replaces: str | None
     ) -> str:
         """A conditional PUT (``If-Match: replaces``, or ``If-None-Match: *``); returns the new ETag."""
-        if lean := self._lean_for(bucket):
-            from handler.lean_s3 import BotoOnly
-
-            headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-            headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
-            try:
-                return lean.put(bucket, key, body, headers).etag
-            except BotoOnly:
-                self._boto_only.add(bucket)
+        headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+        headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
+        reply = self._lean(bucket, lambda lean: lean.put(bucket, key, body, headers))
+        if reply is not None:
+            return reply.etag
         condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
         response = self.s3.put_object(
             Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata, **condition
@@ -246,14 +251,9 @@ class Storage:
 
     def _head(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
         """(ETag, user metadata) of an object."""
-        if lean := self._lean_for(bucket):
-            from handler.lean_s3 import BotoOnly
-
-            try:
-                reply = lean.head(bucket, key)
-                return reply.etag, reply.metadata
-            except BotoOnly:
-                self._boto_only.add(bucket)
+        reply = self._lean(bucket, lambda lean: lean.head(bucket, key))
+        if reply is not None:
+            return reply.etag, reply.metadata
         response = self.s3.head_object(Bucket=bucket, Key=key)
         return _etag(response), dict(response.get("Metadata") or {})
 

@@ -141,7 +141,7 @@ def test_retries_stop_at_the_clients_max_attempts(s3: Any, monkeypatch: pytest.M
     )
     with pytest.raises(ClientError, match="SlowDown"):
         storage.put_record(BUCKET, "output/k.json", b"{}", "e", "v1", replaces=None)
-    assert len(sends) == storage._lean_for(BUCKET).max_attempts == 5  # type: ignore[union-attr]  # boto3's (legacy) default
+    assert len(sends) == storage._lean_client().max_attempts == 5  # type: ignore[union-attr]  # boto3's (legacy) default
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ def test_a_bucket_in_another_region_is_left_to_boto3(s3: Any, status: int, body:
 
 def test_an_object_over_the_limit_is_not_downloaded(s3: Any) -> None:
     s3.put_object(Bucket=BUCKET, Key="input/big.png", Body=b"x" * 1000)
-    reply = Storage(s3)._lean_for(BUCKET).get(BUCKET, "input/big.png", 100)  # type: ignore[union-attr]
+    reply = Storage(s3)._lean_client().get(BUCKET, "input/big.png", 100)  # type: ignore[union-attr]
     assert (reply.headers["content-length"], reply.body) == ("1000", b"")
 
 
