@@ -116,7 +116,7 @@ class Storage:
                 self._client = boto3.client("s3", config=Config(**CLIENT_CONFIG))
             return self._client
 
-    def _lean(self, bucket: str, request: Callable[[LeanS3], R]) -> R | None:
+    def _leanly(self, bucket: str, request: Callable[[LeanS3], R]) -> R | None:
         """``request`` sent the lean way; None when boto3 must send it: no credentials to sign with, or a bucket
         only boto3 reaches (see :class:`handler.lean_s3.BotoOnly`), which then stays boto3's."""
         lean = None if bucket in self._boto_only else self._lean_client()
@@ -170,7 +170,7 @@ class Storage:
 
     def _get(self, bucket: str, key: str, max_bytes: int) -> tuple[int, str, dict[str, str], bytes]:
         """(size, ETag, user metadata, body); the body is left unread (``b""``) when over ``max_bytes``."""
-        reply = self._lean(bucket, lambda lean: lean.get(bucket, key, max_bytes))
+        reply = self._leanly(bucket, lambda lean: lean.get(bucket, key, max_bytes))
         if reply is not None:
             return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
         response = self.s3.get_object(Bucket=bucket, Key=key)
@@ -213,7 +213,7 @@ class Storage:
         """A conditional PUT (``If-Match: replaces``, or ``If-None-Match: *``); returns the new ETag."""
         headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
         headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
-        reply = self._lean(bucket, lambda lean: lean.put(bucket, key, body, headers))
+        reply = self._leanly(bucket, lambda lean: lean.put(bucket, key, body, headers))
         if reply is not None:
             return reply.etag
         condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
@@ -251,7 +251,7 @@ class Storage:
 
     def _head(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
         """(ETag, user metadata) of an object."""
-        reply = self._lean(bucket, lambda lean: lean.head(bucket, key))
+        reply = self._leanly(bucket, lambda lean: lean.head(bucket, key))
         if reply is not None:
             return reply.etag, reply.metadata
         response = self.s3.head_object(Bucket=bucket, Key=key)
