@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html import unescape
-from http.client import HTTPConnection, HTTPException, HTTPSConnection, RemoteDisconnected
+from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection, RemoteDisconnected
 from http.client import responses as REASONS
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,7 +107,10 @@ class LeanS3:
             name: meta.service_model.operation_model(name) for name in ("GetObject", "PutObject", "HeadObject")
         }
         proxy = (config.proxies or get_environ_proxies(meta.endpoint_url)).get(urlsplit(meta.endpoint_url).scheme)
-        self._http = Connections(max(config.connect_timeout, config.read_timeout), proxy, get_cert_path(True))
+        # what the client verifies S3 against (ca_bundle, AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE, or its default;
+        # False when verification is off): botocore's choice read back, as its chain has several sources
+        verify = self.client._endpoint.http_session._verify
+        self._http = Connections(max(config.connect_timeout, config.read_timeout), proxy, verify)
         if meta.endpoint_url.startswith("https"):
             self._http.tls()  # now, in the warm-up thread, rather than on the first request
 
@@ -238,10 +241,15 @@ class LeanS3:
         return key
 
 
+def _over(status: int, fields: dict[str, str], max_bytes: int | None) -> bool:
+    """Whether a successful answer's body is larger than the caller will read (then it is not downloaded)."""
+    return max_bytes is not None and status < 300 and int(fields.get("content-length", 0)) > max_bytes
+
+
 def _read(http: AWSResponse, max_bytes: int | None) -> tuple[int, dict[str, str], bytes]:
     """A response a ``before-send`` hook gave instead of S3 (moto's mock), read like one from S3."""
     fields = {name.lower(): value for name, value in http.headers.items()}
-    if max_bytes is not None and http.status_code < 300 and int(fields.get("content-length", 0)) > max_bytes:
+    if _over(http.status_code, fields, max_bytes):
         http.raw.close()
         return http.status_code, fields, b""
     return http.status_code, fields, http.content
@@ -277,11 +285,11 @@ class Connections:
     sent again at once on a fresh connection (only then: anything else is the caller's to retry).
     """
 
-    def __init__(self, timeout: float, proxy: str | None, cafile: str | None) -> None:
+    def __init__(self, timeout: float, proxy: str | None, verify: bool | str = True) -> None:
         self._timeout = timeout
         self._proxy = urlsplit(proxy) if proxy else None
         self._tls: ssl.SSLContext | None = None
-        self._cafile = cafile
+        self.verify = verify  # a CA bundle's path, True for botocore's default bundle, False for none
         self._idle: dict[tuple[str, str], list[HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -293,19 +301,22 @@ class Connections:
         slot = (parts.scheme, parts.netloc)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         connection, reused = self._take(slot)
+
+        def send() -> HTTPResponse:
+            connection.request(method, target, body=body or None, headers=headers)
+            return connection.getresponse()
+
         try:
             try:
-                connection.request(method, target, body=body or None, headers=headers)
-                response = connection.getresponse()
+                response = send()
             except (RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 if not reused:
                     raise
                 connection.close()
                 connection, _ = self._take(slot, fresh=True)
-                connection.request(method, target, body=body or None, headers=headers)
-                response = connection.getresponse()
+                response = send()
             fields = {name.lower(): value for name, value in response.getheaders()}
-            if max_bytes is not None and response.status < 300 and int(fields.get("content-length", 0)) > max_bytes:
+            if _over(response.status, fields, max_bytes):
                 connection.close()  # refused before its body is read
                 return response.status, fields, b""
             data = response.read()
@@ -320,9 +331,15 @@ class Connections:
         return response.status, fields, data
 
     def tls(self) -> ssl.SSLContext:
-        """The TLS context, made on first use: loading the CA bundle takes about 40 ms."""
+        """The TLS context, made once: loading the CA bundle takes about 40 ms."""
         if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=self._cafile)
+            context = ssl.create_default_context(
+                cafile=get_cert_path(True) if self.verify is True else self.verify or None
+            )
+            if self.verify is False:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls = context
         return self._tls
 
     def _take(self, slot: tuple[str, str], fresh: bool = False) -> tuple[HTTPConnection, bool]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import io
+import shutil
 import socket
+import ssl
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +18,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from botocore.httpsession import get_cert_path
 
 from handler import lean_s3
 from handler.records import Source
@@ -208,3 +211,18 @@ def test_a_bucket_signed_otherwise_than_with_plain_sigv4_is_left_to_boto3() -> N
     with pytest.raises(lean_s3.BotoOnly, match="s3express"):  # S3 Express signs with its own session keys
         lean.get("ocr-inputs--euw1-az1--x-s3", "input/a.png", 100)
     assert sent == []
+
+
+@pytest.mark.parametrize("verify", [None, "own bundle", False])  # the default chain; a proxy's CA; checks off
+def test_s3_is_verified_as_the_boto3_client_verifies_it(verify: str | bool | None, tmp_path: Any) -> None:
+    if verify == "own bundle":
+        verify = str(tmp_path / "corporate-ca.pem")
+        shutil.copy(get_cert_path(True), verify)
+    client = boto3.client("s3", region_name="eu-west-1", verify=verify, config=Config(**CLIENT_CONFIG))
+    connections = lean_s3.LeanS3(client, boto3.session.Session().get_credentials())._http
+    assert connections.verify == client._endpoint.http_session._verify  # botocore's choice, whatever its source
+    if verify is not None:
+        assert connections.verify == verify
+    context = connections.tls()
+    expected = (ssl.CERT_NONE, False) if verify is False else (ssl.CERT_REQUIRED, True)
+    assert (context.verify_mode, context.check_hostname) == expected
