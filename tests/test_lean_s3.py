@@ -39,6 +39,19 @@ def _reply(status: int, body: bytes = b"", **headers: str) -> AWSResponse:
     return AWSResponse("https://s3.amazonaws.com", status, headers, _Raw(body))  # type: ignore[arg-type]
 
 
+def _s3_error(code: str, message: str, **fields: str) -> bytes:
+    """An error body as S3 documents it (REST error responses): Code, Message, then per-code fields and ids."""
+    extra = "".join(f"<{name}>{value}</{name}>" for name, value in fields.items())
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra}'
+        "<RequestId>4442587FB7D0A2F9</RequestId><HostId>eftixk72aD6Ap51TnqcoF8eFidJG9Z/2mkiDFu8yU9AS1ed4OpIszj7UDNEHGran</HostId>"
+        "</Error>"
+    ).encode()
+
+
+SLOW_DOWN = _s3_error("SlowDown", "Please reduce your request rate.")
+
+
 def _bytes(body: Any) -> bytes:
     if hasattr(body, "read"):
         body.seek(0)
@@ -129,7 +142,8 @@ def test_throttling_is_retried_with_backoff(s3: Any, monkeypatch: pytest.MonkeyP
     s3.put_object(Bucket=BUCKET, Key="input/a.png", Body=b"image")
     waits: list[float] = []
     monkeypatch.setattr(lean_s3.time, "sleep", waits.append)
-    answers = iter([_reply(503, b"<Error><Code>SlowDown</Code></Error>"), _reply(500)])
+    internal = _s3_error("InternalError", "We encountered an internal error. Please try again.")
+    answers = iter([_reply(503, SLOW_DOWN), _reply(500, internal)])
     s3.meta.events.register_first("before-send.s3.GetObject", lambda **_: next(answers, None))
     assert storage.fetch(Source(BUCKET, "input/a.png", None, None), 100).body == b"image"
     assert len(waits) == 2 and all(0 <= wait <= 2 for wait in waits)
@@ -139,9 +153,7 @@ def test_retries_stop_at_the_clients_max_attempts(s3: Any, monkeypatch: pytest.M
     storage = Storage(s3)
     monkeypatch.setattr(lean_s3.time, "sleep", lambda _: None)
     sends: list[int] = []
-    s3.meta.events.register_first(
-        "before-send.s3.PutObject", lambda **_: sends.append(1) or _reply(503, b"<Error><Code>SlowDown</Code></Error>")
-    )
+    s3.meta.events.register_first("before-send.s3.PutObject", lambda **_: sends.append(1) or _reply(503, SLOW_DOWN))
     with pytest.raises(ClientError, match="SlowDown"):
         storage.put_record(BUCKET, "output/k.json", b"{}", "e", "v1", replaces=None)
     assert len(sends) == storage._lean_client().max_attempts == 5  # type: ignore[union-attr]  # boto3's (legacy) default
@@ -150,8 +162,26 @@ def test_retries_stop_at_the_clients_max_attempts(s3: Any, monkeypatch: pytest.M
 @pytest.mark.parametrize(
     ("status", "body", "headers"),
     [
-        (301, b"<Error><Code>PermanentRedirect</Code></Error>", {"x-amz-bucket-region": "eu-west-1"}),
-        (400, b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>eu-west-1</Region></Error>", {}),
+        (
+            301,
+            _s3_error(
+                "PermanentRedirect",
+                "The bucket you are attempting to access must be addressed using the specified endpoint. "
+                "Please send all future requests to this endpoint.",
+                Bucket=BUCKET,
+                Endpoint=f"{BUCKET}.s3.eu-west-1.amazonaws.com",
+            ),
+            {"x-amz-bucket-region": "eu-west-1"},
+        ),
+        (
+            400,
+            _s3_error(
+                "AuthorizationHeaderMalformed",
+                "The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'",
+                Region="eu-west-1",
+            ),
+            {},
+        ),
     ],
 )
 def test_a_bucket_in_another_region_is_left_to_boto3(s3: Any, status: int, body: bytes, headers: dict) -> None:
