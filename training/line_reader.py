@@ -211,7 +211,9 @@ def export_best(run: Path, data: str, classes: str) -> dict[str, Any]:
     held_out = held_out_lines(data)
     reports = {variant: measure(export(run, variant), held_out, classes) for variant in VARIANTS}
     variant = choose_variant(reports)
-    shutil.copy2(run / f"candidate-{variant}.tflite", run / LINE_READER_FILE)
+    (run / f"candidate-{variant}.tflite").replace(run / LINE_READER_FILE)
+    for stale in run.glob("candidate-*.tflite"):  # as the glyph export does: only the kept file stays
+        stale.unlink()
     candidates = {
         name: {key: r[key] for key in ("exact", "count_right", "ms_per_strip", "bytes")} for name, r in reports.items()
     }
