@@ -4,8 +4,8 @@ sent without boto3's per-call work.
 boto3 spends 1.6-2 ms of CPU on each of them (parameter validation, serialisation, endpoint rules, its
 event pipeline, response parsing): together as much as decoding and reading the image, and the one large
 item left in the upload path's cost (``benchmarks/s3_client.py``). Here each is one SigV4-signed request
-on a keep-alive ``http.client`` connection (half of urllib3's CPU per request), made from the boto3
-client's own settings: its endpoint rules (resolved once per bucket), region, credentials, timeouts,
+on a keep-alive connection (``handler.connections``: a fifth of urllib3's CPU per request), made from the
+boto3 client's own settings: its endpoint rules (resolved once per bucket), region, credentials, timeouts,
 proxies and CA bundle. The requests are byte for byte the ones boto3 sends, less its telemetry headers
 and ``Expect: 100-continue`` (``tests/test_lean_s3.py`` compares them, signature included).
 
@@ -29,13 +29,11 @@ import hmac
 import io
 import random
 import re
-import ssl
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from html import unescape
-from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection, RemoteDisconnected
+from http.client import HTTPException
 from http.client import responses as REASONS
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,8 +43,9 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.compat import get_current_datetime
 from botocore.exceptions import ClientError
 from botocore.hooks import first_non_none_response
-from botocore.httpsession import get_cert_path
 from botocore.utils import get_environ_proxies, percent_encode
+
+from handler.connections import Connections, host_of, over_limit
 
 RETRY_STATUS = frozenset({500, 502, 503, 504})
 RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "PriorRequestNotComplete"})
@@ -134,14 +133,12 @@ class LeanS3:
                 self._models["GetObject"], {"Bucket": bucket, "Key": "k"}, context
             )
             parts = urlsplit(url)
-            default = {"http": 80, "https": 443}.get(parts.scheme)
-            host = f"{parts.hostname}:{parts.port}" if parts.port not in (None, default) else str(parts.hostname)
             signing = context.get("signing", {})
             if context.get("auth_type", "v4") != "v4" or signing.get("signing_name", "s3") != "s3":
                 raise BotoOnly(f"s3://{bucket} is signed with {context.get('auth_type')}, not plain SigV4")
             region = signing.get("region", self._region)
             base = url.rstrip("/") + "/"
-            self._endpoints[bucket] = Endpoint(base, urlsplit(base).path, host, region)
+            self._endpoints[bucket] = Endpoint(base, parts.path.rstrip("/") + "/", host_of(parts), region)
         return self._endpoints[bucket]
 
     def _call(
@@ -241,15 +238,10 @@ class LeanS3:
         return key
 
 
-def _over(status: int, fields: dict[str, str], max_bytes: int | None) -> bool:
-    """Whether a successful answer's body is larger than the caller will read (then it is not downloaded)."""
-    return max_bytes is not None and status < 300 and int(fields.get("content-length", 0)) > max_bytes
-
-
 def _read(http: AWSResponse, max_bytes: int | None) -> tuple[int, dict[str, str], bytes]:
     """A response a ``before-send`` hook gave instead of S3 (moto's mock), read like one from S3."""
     fields = {name.lower(): value for name, value in http.headers.items()}
-    if _over(http.status_code, fields, max_bytes):
+    if over_limit(http.status_code, fields, max_bytes):
         http.raw.close()
         return http.status_code, fields, b""
     return http.status_code, fields, http.content
@@ -276,85 +268,3 @@ class _Read(io.BytesIO):
 
     def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.getvalue()
-
-
-class Connections:
-    """Keep-alive connections to S3, one per request in flight, kept per host between requests.
-
-    A connection S3 closed while it sat idle fails on its next request before any answer; that request is
-    sent again at once on a fresh connection (only then: anything else is the caller's to retry).
-    """
-
-    def __init__(self, timeout: float, proxy: str | None, verify: bool | str = True) -> None:
-        self._timeout = timeout
-        self._proxy = urlsplit(proxy) if proxy else None
-        self._tls: ssl.SSLContext | None = None
-        self.verify = verify  # a CA bundle's path, True for botocore's default bundle, False for none
-        self._idle: dict[tuple[str, str], list[HTTPConnection]] = {}
-        self._lock = threading.Lock()
-
-    def exchange(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, max_bytes: int | None
-    ) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers with lower-case names, body); a 2xx body over ``max_bytes`` is not read (``b""``)."""
-        parts = urlsplit(url)
-        slot = (parts.scheme, parts.netloc)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        connection, reused = self._take(slot)
-
-        def send() -> HTTPResponse:
-            connection.request(method, target, body=body or None, headers=headers)
-            return connection.getresponse()
-
-        try:
-            try:
-                response = send()
-            except (RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                if not reused:
-                    raise
-                connection.close()
-                connection, _ = self._take(slot, fresh=True)
-                response = send()
-            fields = {name.lower(): value for name, value in response.getheaders()}
-            if _over(response.status, fields, max_bytes):
-                connection.close()  # refused before its body is read
-                return response.status, fields, b""
-            data = response.read()
-        except BaseException:
-            connection.close()
-            raise
-        if response.will_close:
-            connection.close()
-        else:
-            with self._lock:
-                self._idle.setdefault(slot, []).append(connection)
-        return response.status, fields, data
-
-    def tls(self) -> ssl.SSLContext:
-        """The TLS context, made once: loading the CA bundle takes about 40 ms."""
-        if self._tls is None:
-            context = ssl.create_default_context(
-                cafile=get_cert_path(True) if self.verify is True else self.verify or None
-            )
-            if self.verify is False:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._tls = context
-        return self._tls
-
-    def _take(self, slot: tuple[str, str], fresh: bool = False) -> tuple[HTTPConnection, bool]:
-        with self._lock:
-            idle = self._idle.get(slot)
-            if idle and not fresh:
-                return idle.pop(), True
-        scheme, netloc = slot
-        https = scheme == "https"
-        host = (self._proxy.hostname, self._proxy.port) if self._proxy else (netloc, None)
-        connection = (
-            HTTPSConnection(*host, timeout=self._timeout, context=self.tls())
-            if https
-            else HTTPConnection(*host, timeout=self._timeout)
-        )
-        if self._proxy:
-            connection.set_tunnel(netloc)
-        return connection, False

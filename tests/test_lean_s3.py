@@ -6,11 +6,8 @@ from __future__ import annotations
 import datetime
 import io
 import shutil
-import socket
 import ssl
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -201,36 +198,6 @@ def test_an_object_over_the_limit_is_not_downloaded(s3: Any) -> None:
     s3.put_object(Bucket=BUCKET, Key="input/big.png", Body=b"x" * 1000)
     reply = Storage(s3)._lean_client().get(BUCKET, "input/big.png", 100)  # type: ignore[union-attr]
     assert (reply.headers["content-length"], reply.body) == ("1000", b"")
-
-
-class _KeepAlive(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keeps connections open between requests, as S3 does
-
-    def do_GET(self) -> None:
-        body = self.path.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-def test_a_connection_closed_while_idle_is_replaced_without_failing_the_request() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    connections = lean_s3.Connections(5.0, None, None)
-    try:
-        assert connections.exchange("GET", f"{url}/first", {}, b"", None)[::2] == (200, b"/first")
-        (idle,) = connections._idle[("http", url.removeprefix("http://"))]
-        idle.sock.shutdown(socket.SHUT_RDWR)  # as if S3 had dropped it while it sat in the pool
-        assert connections.exchange("GET", f"{url}/second", {}, b"", None)[::2] == (200, b"/second")
-        (replacement,) = connections._idle[("http", url.removeprefix("http://"))]
-        assert replacement is not idle
-    finally:
-        server.shutdown()
 
 
 def test_a_bucket_signed_otherwise_than_with_plain_sigv4_is_left_to_boto3() -> None:
