@@ -40,19 +40,22 @@ class Connections:
         self._tls: ssl.SSLContext | None = None
         self.verify = verify  # a CA bundle's path, True for botocore's default bundle, False for none
         self._idle: dict[tuple[str, str], list[Connection]] = {}
+        self._origins: dict[tuple[str, str], tuple[SplitResult, str]] = {}  # (scheme, netloc): parsed, Host
         self._lock = threading.Lock()
 
     def exchange(
         self, method: str, url: str, headers: dict[str, str], body: bytes, max_bytes: int | None
     ) -> tuple[int, dict[str, str], bytes]:
         """(status, headers with lower-case names, body); a 2xx body over ``max_bytes`` is not read (``b""``)."""
-        parts = urlsplit(url)
-        slot = (parts.scheme, parts.netloc)
-        if self._proxy and parts.scheme == "http":
-            target = url  # a proxy forwards plain HTTP itself, given the absolute URL (as urllib3 does)
-        else:
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
-        request = _request(method, target, host_of(parts), headers, body)
+        scheme, _, rest = url.partition("://")
+        slot = (scheme, rest.partition("/")[0])
+        if slot not in self._origins:
+            parts = urlsplit(f"{scheme}://{slot[1]}")
+            self._origins[slot] = (parts, host_of(parts))
+        parts, host = self._origins[slot]
+        # a proxy forwards plain HTTP itself, given the absolute URL (as urllib3 does)
+        target = url if self._proxy and scheme == "http" else rest[len(slot[1]) :] or "/"
+        request = _request(method, target, host, headers, body)
         connection, reused = self._take(parts)
         try:
             try:

@@ -101,9 +101,15 @@ def test_lean_calls_fire_the_clients_hooks_and_honour_their_answers(s3: Any) -> 
     seen: Counter[str] = Counter()
     s3.meta.events.register("before-call.s3", lambda model, **_: seen.update([f"before {model.name}"]))
     s3.meta.events.register("after-call.s3", lambda model, **_: seen.update([f"after {model.name}"]))
+    answers: list[tuple[str, bytes]] = []  # what an after-call hook reads of the response, as from boto3's
+    s3.meta.events.register(
+        "after-call.s3.GetObject",
+        lambda http_response, **_: answers.append((http_response.headers.get("ETag"), http_response.content)),
+    )
     etag = storage.put_record(BUCKET, "output/k.json", b"{}", "e", "v1", replaces=None)
     fetched = storage.fetch(Source(BUCKET, "output/k.json", None, None), 100)
     assert (fetched.body, fetched.source.etag, fetched.metadata["model-version"]) == (b"{}", etag, "v1")
+    assert answers == [(f'"{etag}"', b"{}")]  # headers by any case, the body already read
     head = storage.head_record(BUCKET, "output/k.json")
     assert head is not None and (head.etag, head.model_version) == (etag, "v1")
     assert storage.head_record(BUCKET, "output/none.json") is None
