@@ -289,6 +289,14 @@ def test_rank_filter_is_the_min_and_max_over_each_window(size: int) -> None:
     assert np.array_equal(rank_filter(values, size, np.minimum), windows.min(axis=(2, 3)))
 
 
+@pytest.mark.parametrize(("shape", "half"), [((11, 17), 1), ((11, 17), 7), ((1, 3), 4), ((32, 8), 7)])
+def test_edge_padding_is_numpys(shape: tuple[int, int], half: int) -> None:
+    from handler.imaging.ops import pad_edge
+
+    values = np.random.default_rng(half).random(shape).astype(np.float32)
+    assert np.array_equal(pad_edge(values, half), np.pad(values, half, mode="edge"))
+
+
 @pytest.mark.parametrize("resample", [Image.Resampling.BICUBIC, Image.Resampling.BOX])
 def test_resize_matrix_is_pillows_resize(resample: Image.Resampling) -> None:
     from handler.imaging.ops import resize, resize_matrix

@@ -136,11 +136,23 @@ def resize(values: np.ndarray, width: int, height: int, resample: Image.Resampli
     return np.asarray(Image.fromarray(values.astype(np.float32)).resize((width, height), resample))
 
 
+def pad_edge(values: np.ndarray, half: int) -> np.ndarray:
+    """``np.pad(values, half, mode="edge")`` for a 2-D array, without its generic machinery (4x as long)."""
+    height, width = values.shape
+    padded = np.empty((height + 2 * half, width + 2 * half), dtype=values.dtype)
+    padded[half : half + height, half : half + width] = values
+    padded[:half, half : half + width] = values[0]
+    padded[half + height :, half : half + width] = values[-1]
+    padded[:, :half] = padded[:, half : half + 1]
+    padded[:, half + width :] = padded[:, half + width - 1 : half + width]
+    return padded
+
+
 def rank_filter(values: np.ndarray, size: int, reduce: np.ufunc) -> np.ndarray:
     """Square min or max filter (grey-scale erosion or dilation; ``reduce`` is ``np.minimum`` or
     ``np.maximum``), separable, edges padded by replication: ``size - 1`` shifted reductions per axis."""
     half = size // 2
-    padded = np.pad(values, half, mode="edge")
+    padded = pad_edge(values, half)
     height, width = values.shape
     rows = padded[:, :width].copy()
     for shift in range(1, size):

@@ -112,17 +112,19 @@ def _find_ink(gray: np.ndarray, *, blur: bool = True) -> Ink:
         gray = ops.resize(as_float, *size, Image.Resampling.BOX)
         height, width = gray.shape
     frame = max(1, round(0.05 * min(height, width)))
+    sampled = None  # the histogram of the ink's sample, when the polarity check already counted it
     if gray.dtype == np.uint8:
-        ink = _ink_u8(gray, blur=blur)
+        ink, sampled = _ink_u8(gray, blur=blur)
     else:
         ink = 1.0 - gray if np.median(_sample(gray)) > 0.5 else gray
         if min(height, width) >= 64:  # photos and scans: a 3x3 box blur turns noise and specks into faint haze
-            ink = _ink_u8(np.round(ink * 255).astype(np.uint8), polarity_known=True, blur=blur)
+            ink, _ = _ink_u8(np.round(ink * 255).astype(np.uint8), polarity_known=True, blur=blur)
     if ink.dtype == np.uint8 and min(height, width) >= 64:
         counts = ops.histogram(ops.border(ink, frame))
         if ops.percentile_u8(counts, 95) - ops.percentile_u8(counts, 5) >= UNEVEN_BORDER * 255:
-            ink = _flatten_background(ink)
-    return clear_page(_threshold(ink))
+            flattened = _flatten_background(ink)
+            ink, sampled = flattened, sampled if flattened is ink else None
+    return clear_page(_threshold(ink, sampled))
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
@@ -131,14 +133,21 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values[::step, ::step]
 
 
-def _ink_u8(gray: np.ndarray, *, polarity_known: bool = False, blur: bool = True) -> np.ndarray:
+def _ink_u8(
+    gray: np.ndarray, *, polarity_known: bool = False, blur: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """8-bit page -> 8-bit ink: inverted when the paper (most of the page: its median) is light, box-blurred
-    when large. Not the border's median: a form cell's dark frame and box lines fill the border."""
-    if not polarity_known and ops.median_u8(ops.histogram(_sample(gray))) > 0.5:
-        gray = 255 - gray
+    when large. Not the border's median: a form cell's dark frame and box lines fill the border. Also the
+    histogram of the ink's :func:`_sample` when it was counted and still holds (not blurred since)."""
+    if polarity_known:
+        counts = None
+    else:
+        counts = ops.histogram(_sample(gray))
+        if ops.median_u8(counts) > 0.5:
+            gray, counts = 255 - gray, counts[::-1]
     if blur and min(gray.shape) >= 64:
-        gray = ops.box_blur3(gray)
-    return gray
+        gray, counts = ops.box_blur3(gray), None
+    return gray, counts
 
 
 def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
@@ -152,18 +161,20 @@ def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
         (max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX
     )
     opened = ops.rank_filter(ops.rank_filter(np.asarray(small), OPENING, np.minimum), OPENING, np.maximum)
-    if float(np.percentile(opened, 95) - np.percentile(opened, 5)) < UNEVEN_BORDER:
+    low, high = np.percentile(opened, (5, 95))  # one call: each costs more than the filters before it
+    if float(high - low) < UNEVEN_BORDER:
         return ink_u8
     background = np.asarray(Image.fromarray(opened).resize((width, height), Image.Resampling.BILINEAR))
     return np.clip(ink - background, 0.0, 1.0)
 
 
-def _threshold(ink: np.ndarray) -> Ink:
-    """Paper level (median of a subsample), ink peak, and Otsu's threshold between them."""
+def _threshold(ink: np.ndarray, sampled: np.ndarray | None = None) -> Ink:
+    """Paper level (median of a subsample), ink peak, and Otsu's threshold between them (``sampled``: the
+    8-bit subsample's histogram, if already counted)."""
     sample = _sample(ink)
     if ink.dtype == np.uint8:
         values = ops.U8_AS_FLOAT
-        counts = ops.histogram(sample)
+        counts = ops.histogram(sample) if sampled is None else sampled
         background = ops.median_u8(counts)
         peak = float(values[int(ink.max())])
     else:
