@@ -289,6 +289,19 @@ def test_rank_filter_is_the_min_and_max_over_each_window(size: int) -> None:
     assert np.array_equal(rank_filter(values, size, np.minimum), windows.min(axis=(2, 3)))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_images_made_and_read_back_are_pillows_own(dtype: type) -> None:
+    from handler.imaging.ops import image_of, pixels_of
+
+    values = (np.random.default_rng(0).random((13, 21)) * 255).astype(dtype)
+    for array in (values, values[::2, 1::3], values[4]):  # contiguous, strided, one row
+        made, expected = image_of(array), Image.fromarray(np.atleast_2d(array))
+        assert (made.mode, made.size, made.tobytes()) == (expected.mode, expected.size, expected.tobytes())
+        read = pixels_of(made.resize((5, 4), Image.Resampling.BILINEAR))
+        assert read.dtype == dtype
+        assert np.array_equal(read, np.asarray(expected.resize((5, 4), Image.Resampling.BILINEAR)))
+
+
 @pytest.mark.parametrize(("shape", "half"), [((11, 17), 1), ((11, 17), 7), ((1, 3), 4), ((32, 8), 7)])
 def test_edge_padding_is_numpys(shape: tuple[int, int], half: int) -> None:
     from handler.imaging.ops import pad_edge

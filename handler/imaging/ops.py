@@ -21,10 +21,26 @@ def border(values: np.ndarray, frame: int) -> np.ndarray:
     )
 
 
+def image_of(values: np.ndarray) -> Image.Image:
+    """A Pillow image over a uint8 (mode L) or float32 (mode F) array, 2-D (a 1-D one is one row):
+    ``Image.fromarray`` without its generic type checks, which cost as much as the small operations it is
+    made for."""
+    values = np.ascontiguousarray(values)
+    mode = "L" if values.dtype == np.uint8 else "F"
+    height, width = values.shape if values.ndim == 2 else (1, values.size)
+    return Image.frombuffer(mode, (width, height), values, "raw", mode, 0, 1)
+
+
+def pixels_of(image: Image.Image) -> np.ndarray:
+    """``np.asarray`` of a mode L or F image (read-only, as that is), without the array-interface detour."""
+    dtype = np.uint8 if image.mode == "L" else np.float32
+    return np.frombuffer(image.tobytes(), dtype).reshape(image.size[1], image.size[0])
+
+
 def histogram(values: np.ndarray) -> np.ndarray:
     """Counts of each uint8 value: the one pass every 8-bit statistic below is read from. Pillow's counts
     the bytes as they are; ``np.bincount`` first widens every one to 64 bits (twice as slow)."""
-    return np.array(Image.fromarray(values).histogram(), dtype=np.int64)
+    return np.array(image_of(values).histogram(), dtype=np.int64)
 
 
 def _ranked(cumulative: np.ndarray, rank: int) -> int:
@@ -133,7 +149,7 @@ def grow(mask: np.ndarray) -> np.ndarray:
 
 
 def resize(values: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
-    return np.asarray(Image.fromarray(values.astype(np.float32)).resize((width, height), resample))
+    return pixels_of(image_of(values.astype(np.float32, copy=False)).resize((width, height), resample))
 
 
 def pad_edge(values: np.ndarray, half: int) -> np.ndarray:

@@ -86,7 +86,7 @@ def find_ink(gray: np.ndarray) -> Ink:
 def _halved(gray: np.ndarray) -> np.ndarray:
     """Each 2x2 block's mean (rounded, for 8-bit pages)."""
     if gray.dtype == np.uint8:
-        return np.asarray(Image.fromarray(gray).reduce(2))
+        return ops.pixels_of(ops.image_of(gray).reduce(2))
     height, width = gray.shape
     return ops.resize(gray, width // 2, height // 2, Image.Resampling.BOX)
 
@@ -157,14 +157,14 @@ def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
     ink = ink_u8.astype(np.float32) / 255.0
     height, width = ink.shape
     scale = BACKGROUND_SIDE / max(height, width)
-    small = Image.fromarray(ink).resize(
+    small = ops.image_of(ink).resize(
         (max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX
     )
-    opened = ops.rank_filter(ops.rank_filter(np.asarray(small), OPENING, np.minimum), OPENING, np.maximum)
+    opened = ops.rank_filter(ops.rank_filter(ops.pixels_of(small), OPENING, np.minimum), OPENING, np.maximum)
     low, high = np.percentile(opened, (5, 95))  # one call: each costs more than the filters before it
     if float(high - low) < UNEVEN_BORDER:
         return ink_u8
-    background = np.asarray(Image.fromarray(opened).resize((width, height), Image.Resampling.BILINEAR))
+    background = ops.pixels_of(ops.image_of(opened).resize((width, height), Image.Resampling.BILINEAR))
     return np.clip(ink - background, 0.0, 1.0)
 
 
