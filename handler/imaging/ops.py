@@ -369,7 +369,7 @@ def _propagate_labels(n: int, first: np.ndarray, last: np.ndarray) -> np.ndarray
     target = np.concatenate([right_ids, left_ids])
     order = np.argsort(source, kind="stable")
     source, target = source[order], target[order]
-    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])
+    starts = np.flatnonzero(np.append(True, source[1:] != source[:-1]))
     nodes = source[starts]
     while True:
         updated = parent.copy()
@@ -400,9 +400,11 @@ def components(mask: np.ndarray) -> Components:
     first = np.searchsorted(key_stop, next_row * width + found.start - 1, side="left")
     last = np.searchsorted(key_start, next_row * width + found.stop + 1, side="right")
     parent = _union_find(n, first, last) if n <= PYTHON_UNION_FIND else _propagate_labels(n, first, last)
-    of_run = (np.cumsum(parent == np.arange(n)) - 1)[parent]  # components numbered in order of their roots
+    numbers = np.cumsum(parent == np.arange(n))
+    of_run = (numbers - 1)[parent]  # components numbered in order of their roots
     order = np.argsort(of_run, kind="stable")
-    starts = np.flatnonzero(np.r_[True, of_run[order][1:] != of_run[order][:-1]])
+    sizes = np.bincount(of_run, minlength=int(numbers[-1]))  # runs per component: where each starts in order
+    starts = np.cumsum(sizes) - sizes
     top = np.minimum.reduceat(found.row[order], starts)
     bottom = np.maximum.reduceat(found.row[order], starts)
     left = np.minimum.reduceat(found.start[order], starts)

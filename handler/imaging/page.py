@@ -292,8 +292,8 @@ def _fullest_rows(mask: np.ndarray, tilts: np.ndarray) -> np.ndarray:
     starts_here = np.ones_like(shifts, dtype=bool)
     starts_here[:, 1:] = shifts[:, 1:] != shifts[:, :-1]
     tilt, first = np.nonzero(starts_here)  # each span of equal shift: its tilt and first column, in order
-    same_tilt_next = np.r_[tilt[1:] == tilt[:-1], False]
-    stop = np.where(same_tilt_next, np.r_[first[1:], 0], width)
+    same_tilt_next = np.append(tilt[1:] == tilt[:-1], False)
+    stop = np.where(same_tilt_next, np.append(first[1:], 0), width)
     across = np.zeros((height, width + 1), dtype=np.int32)
     np.cumsum(mask, axis=1, out=across[:, 1:])
     sums = across[:, stop] - across[:, first]  # (rows, spans)
