@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import ipaddress
 import socket
 import ssl
 import threading
@@ -228,7 +229,7 @@ def test_plain_http_through_a_proxy_sends_the_absolute_url_and_the_proxy_credent
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA), and its key."""
+    """A self-signed certificate for s3.test and 127.0.0.1 (its own CA), and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3.test")])
     now = datetime.datetime.now(datetime.UTC)
@@ -240,7 +241,10 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("s3.test")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("s3.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -278,10 +282,10 @@ def _tunnelling_proxy(target: tuple[str, int], seen: list[bytes]) -> socket.sock
     return listener
 
 
-def _https(cert: Path, key: Path) -> Scripted:
+def _https(cert: Path, key: Path, close: bool = False) -> Scripted:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
-    return Scripted(lambda _: (OK, False), tls)
+    return Scripted(lambda _: (OK, close), tls)
 
 
 def test_https_goes_through_a_proxy_tunnel_and_verifies_s3_against_the_ca_bundle(tmp_path: Path) -> None:
@@ -321,3 +325,16 @@ def test_https_refuses_a_certificate_outside_the_ca_bundle(tmp_path: Path) -> No
     finally:
         server.close()
         proxy.close()
+
+
+def test_a_tls_connection_closed_while_idle_is_replaced_without_failing_the_request(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    server = _https(cert, key, close=True)  # answers keep-alive, then closes: as S3 does after idling
+    port = int(server.url.rsplit(":", 1)[1])
+    connections = Connections(5.0, None, verify=str(cert))
+    try:
+        for path in ("/first", "/second", "/third"):
+            assert connections.exchange("GET", f"https://127.0.0.1:{port}{path}", {}, b"", None)[2] == b"ok"
+    finally:
+        server.close()
+    assert server.accepted == 3
