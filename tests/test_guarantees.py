@@ -9,6 +9,7 @@ import shutil
 import string
 import subprocess
 import sys
+import time
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -223,6 +224,49 @@ def test_a_batch_is_fetched_and_labelled_in_bounded_chunks(app: Any, s3: Any, mo
     outcomes = process(sources, service, deadline=Deadline(CONTEXT.get_remaining_time_in_millis))
     assert [o.status for o in outcomes] == ["result"] * 10
     assert held == [4, 4, 2]  # never more than one chunk of bodies in memory
+
+
+class _FirstChunkOnly(Deadline):
+    """A deadline that lets the batch's first chunk through and stops it before the second."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: 60_000)
+        self.chunks = 0
+
+    def allows(self) -> bool:
+        return self.chunks < 1
+
+    def took(self, seconds: float) -> None:
+        self.chunks += 1
+
+
+def test_no_request_of_a_batch_outlives_it(app: Any, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 threads live as long as the container, so a batch must itself wait for what it started: the
+    next chunk, fetched ahead of a deadline that then stops the batch, is finished or cancelled on return."""
+    service: Service = app.service()
+    service.settings = replace(service.settings, chunk_items=2)
+    running: set[str] = set()
+    started: list[str] = []
+    real_fetch = service.storage.fetch
+
+    def slow_fetch(source: Source, max_bytes: int) -> Any:
+        running.add(source.key)
+        started.append(source.key)
+        try:
+            time.sleep(0.2)
+            return real_fetch(source, max_bytes)
+        finally:
+            running.discard(source.key)
+
+    monkeypatch.setattr(service.storage, "fetch", slow_fetch)
+    sources = [
+        Source(BUCKET, key, etag, size) for key, etag, size in (upload(s3, f"input/d/{i}.png") for i in range(6))
+    ]
+    outcomes = process(sources, service, deadline=_FirstChunkOnly())
+    assert [o.status for o in outcomes] == ["result"] * 2 + ["deferred"] * 4
+    assert set(started) >= {"input/d/2.png", "input/d/3.png"}  # the second chunk was being fetched ahead
+    assert running == set()
+    assert process(sources[2:4], service)[0].status == "result"  # the same threads serve the next batch
 
 
 # --- bulk over part of the input prefix ---
