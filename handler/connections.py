@@ -6,8 +6,8 @@ The exchange is written here rather than left to ``http.client``: S3's answers t
 0.55 ms per GET + PUT against 0.2 ms here). What it did that S3's answers can need is kept: chunked
 bodies, bodies read to the close, 1xx answers skipped, folded and repeated header lines, limits on line
 length and header count, connections closed on ``Connection: close``, headers refused if they would split
-the request; and the proxies boto3 supports (CONNECT tunnels for HTTPS, the absolute URL for plain HTTP,
-Basic credentials from the proxy URL).
+the request; and plain-HTTP proxies (CONNECT tunnels for HTTPS, the absolute URL for plain HTTP, Basic
+credentials from the proxy URL). A proxy reached over TLS is left to boto3 (``lean_s3.BotoOnly``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Connections:
     def __init__(self, timeout: float, proxy: str | None, verify: bool | str = True) -> None:
         self._timeout = timeout
         self._proxy = urlsplit(proxy) if proxy else None
+        if self._proxy and self._proxy.scheme != "http":
+            raise ValueError(f"only plain HTTP proxies are supported here, not {self._proxy.scheme}://")
         self._tls: ssl.SSLContext | None = None
         self.verify = verify  # a CA bundle's path, True for botocore's default bundle, False for none
         self._idle: dict[tuple[str, str], list[Connection]] = {}
@@ -104,13 +106,11 @@ class Connections:
     def _open(self, parts: SplitResult) -> Connection:
         https = parts.scheme == "https"
         port = parts.port or (443 if https else 80)
-        proxy = self._proxy
-        address = (proxy.hostname, proxy.port or (443 if proxy.scheme == "https" else 80)) if proxy else None
-        sock = socket.create_connection(address or (parts.hostname, port), self._timeout)
+        proxy = self._proxy  # plain HTTP: lean_s3 leaves TLS to a proxy (TLS within TLS) to boto3
+        address = (proxy.hostname, proxy.port or 80) if proxy else (parts.hostname, port)
+        sock = socket.create_connection(address, self._timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request goes out in one write
-            if proxy and proxy.scheme == "https":
-                sock = self.tls().wrap_socket(sock, server_hostname=proxy.hostname)
             if proxy and https:
                 _tunnel(sock, host_of(parts, with_port=True), _proxy_authorization(proxy))
             if https:

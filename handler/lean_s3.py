@@ -18,8 +18,9 @@ errors; exponential backoff with full jitter).
 
 What only boto3 does raises :class:`BotoOnly`, and the caller sends that bucket's requests through
 boto3 from then on: a bucket in another region than the client's (its answer names the region in
-``x-amz-bucket-region``, or is a redirect or wrong-region error; boto3 follows it), or one signed
-otherwise than with plain SigV4 (S3 Express directory buckets, Outposts).
+``x-amz-bucket-region``, or is a redirect or wrong-region error; boto3 follows it), one signed
+otherwise than with plain SigV4 (S3 Express directory buckets, Outposts), or any bucket when the client
+goes through an HTTPS proxy (TLS within TLS) or has ``proxies_config``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ _ERROR_FIELD = re.compile(rb"<(Code|Message)>(.*?)</\1>", re.S)
 
 
 class BotoOnly(Exception):
-    """The bucket needs what only boto3 does: following it to another region, or another way of signing."""
+    """The bucket needs what only boto3 does: following it to another region, another way of signing, or a
+    proxy reached over TLS."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class LeanS3:
             name: meta.service_model.operation_model(name) for name in ("GetObject", "PutObject", "HeadObject")
         }
         proxy = (config.proxies or get_environ_proxies(meta.endpoint_url)).get(urlsplit(meta.endpoint_url).scheme)
+        # TLS to the proxy itself (TLS within TLS to S3) and botocore's proxy settings stay boto3's to do
+        self._proxy_only_boto3 = bool(proxy and (urlsplit(proxy).scheme != "http" or config.proxies_config))
+        proxy = None if self._proxy_only_boto3 else proxy
         # what the client verifies S3 against (ca_bundle, AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE, or its default;
         # False when verification is off): botocore's choice read back, as its chain has several sources
         verify = self.client._endpoint.http_session._verify
@@ -129,6 +134,8 @@ class LeanS3:
         FIPS and dual-stack settings), resolved once per bucket. The resolver is botocore's internal API;
         ``tests/test_lean_s3.py`` checks what comes of it against boto3's own requests."""
         if bucket not in self._endpoints:
+            if self._proxy_only_boto3:
+                raise BotoOnly(f"s3://{bucket} is reached through an HTTPS proxy or with proxies_config")
             context: dict[str, Any] = {}
             url, _, _ = self.client._resolve_endpoint_ruleset(
                 self._models["GetObject"], {"Bucket": bucket, "Key": "k"}, context

@@ -338,3 +338,8 @@ def test_a_tls_connection_closed_while_idle_is_replaced_without_failing_the_requ
     finally:
         server.close()
     assert server.accepted == 3
+
+
+def test_only_plain_http_proxies_are_taken() -> None:
+    with pytest.raises(ValueError, match="plain HTTP proxies"):
+        Connections(5.0, "https://proxy.example:3129")

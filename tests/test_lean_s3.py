@@ -216,6 +216,24 @@ def test_a_bucket_signed_otherwise_than_with_plain_sigv4_is_left_to_boto3() -> N
     assert sent == []
 
 
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        {"proxies": {"https": "https://proxy.example:3129"}},
+        {"proxies": {"https": "http://proxy.example:3128"}, "proxies_config": {"proxy_use_forwarding_for_https": True}},
+    ],
+    ids=["TLS to the proxy", "proxies_config"],
+)
+def test_a_client_behind_a_proxy_only_boto3_handles_leaves_every_bucket_to_boto3(proxy: dict[str, Any]) -> None:
+    client = boto3.client("s3", region_name="eu-west-1", config=Config(**CLIENT_CONFIG, **proxy))
+    sent: list[Any] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request) or _reply(200))
+    lean = lean_s3.LeanS3(client, boto3.session.Session().get_credentials())
+    with pytest.raises(lean_s3.BotoOnly, match="proxy"):
+        lean.get("ocr-inputs", "input/a.png", 100)
+    assert sent == []
+
+
 @pytest.mark.parametrize("verify", [None, "own bundle", False])  # the default chain; a proxy's CA; checks off
 def test_s3_is_verified_as_the_boto3_client_verifies_it(verify: str | bool | None, tmp_path: Any) -> None:
     if verify == "own bundle":
