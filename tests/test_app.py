@@ -158,6 +158,24 @@ def test_bulk_batch_labels_items_and_skips_those_already_done(app: Any, s3: Any,
     assert app.bulk(event, CONTEXT)["counts"] == counts(result=1, skipped=2)
 
 
+def test_bulk_looks_up_a_new_input_with_one_head_and_a_done_one_with_two(app: Any, s3: Any, seven_png: bytes) -> None:
+    """The errors/ mirror is only worth asking about when the record says the input is done."""
+    heads: list[str] = []
+    app.service().storage.s3.meta.events.register(
+        "before-call.s3.HeadObject", lambda params, **_: heads.append(params["url_path"].split("/")[1])
+    )
+    key, etag, size = upload(s3, "input/bulk/new.png", seven_png)
+    event = {
+        "Items": [{"Key": key, "ETag": f'"{etag}"', "Size": size}],
+        "BatchInput": {"bucket": BUCKET, "run_id": "r1"},
+    }
+    assert app.bulk(event, CONTEXT)["counts"] == counts(result=1)
+    assert heads == ["output"]
+    heads.clear()
+    assert app.bulk(event, CONTEXT)["counts"] == counts(skipped=1)
+    assert heads == ["output", "errors"]
+
+
 def test_summarize_folds_result_writer_output_into_the_run_summary(app: Any, s3: Any) -> None:
     ok = {
         "counts": counts(result=5, error=1, skipped=2),
