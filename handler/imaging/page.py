@@ -373,28 +373,9 @@ def clear_page(ink: Ink) -> Ink:
     again without them. Then specks, and fragments of neighbouring letters that the crop cut through."""
     if min(ink.mask.shape) < RULE_MIN_SIDE:
         return ink
-    faint = ink.values > _as_values(ink, (ink.background + ink.level) / 2)
-    height, width = faint.shape
-    as_bytes = faint.view(np.uint8)  # a line crosses the page: some row or column is nearly all ink
-    fullest_row = as_bytes.sum(axis=1, dtype=np.int32).max()
-    if fullest_row < LINE_FILL * width and as_bytes.sum(axis=0, dtype=np.int32).max() < LINE_FILL * height:
-        across, down = np.zeros_like(faint), np.zeros_like(faint)
-    else:
-        across, down = _rules(faint), _rules(faint.T).T
-    # A line crossing a page photographed askew fills no row, but still reaches both opposite edges.
-    field = width >= COMB_ASPECT * height  # a comb field, perhaps photographed askew
-    side_to_side = bool(faint[:, 0].any() and faint[:, -1].any())
-    level = _Levelled.of(faint) if field or side_to_side else None  # levelled once, for rules and comb alike
-    if level is not None and side_to_side:
-        across |= _tilted_rules(faint, level)
-    if faint[0].any() and faint[-1].any():
-        down |= _tilted_rules(faint.T, _Levelled.of(faint.T)).T
-    rules = across | down
-    if level is not None and field:  # straighten its rules to find them
-        rules |= _tilted_comb(faint, level)
-    elif fullest_row >= COMB_SPAN * width:
-        rules |= _comb(faint)
-    if rules.any():
+    found_rules = _printed_rules(ink.values > _as_values(ink, (ink.background + ink.level) / 2))
+    if found_rules is not None and found_rules[0].any():
+        rules, across, down = found_rules
         lines = ops.grow(rules)  # with their soft edges
         rest = ops.components(ink.mask & ~lines)
         on_edge = _touches_edge(rest, ink.mask.shape)
@@ -414,6 +395,34 @@ def clear_page(ink: Ink) -> Ink:
     cleaned = found.mask(keep, ink.mask.shape)
     values = _paper_where(ink, ops.grow(ink.mask & ~cleaned) & ~cleaned)
     return Ink(values, cleaned, ink.background, ink.peak, ink.level, found.subset(keep))
+
+
+def _printed_rules(faint: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Printed lines, borders and comb boxes in the faint-ink mask: (all, the horizontal ones, the vertical
+    ones); None when nothing on the page can be one (no row or column nearly full of ink, no ink on two
+    opposite edges, not shaped like a comb field), as on most uploads."""
+    height, width = faint.shape
+    as_bytes = faint.view(np.uint8)  # a line crosses the page: some row or column is nearly all ink
+    fullest_row = as_bytes.sum(axis=1, dtype=np.int32).max()
+    full = not (fullest_row < LINE_FILL * width and as_bytes.sum(axis=0, dtype=np.int32).max() < LINE_FILL * height)
+    # A line crossing a page photographed askew fills no row, but still reaches both opposite edges.
+    field = width >= COMB_ASPECT * height  # a comb field, perhaps photographed askew
+    side_to_side = bool(faint[:, 0].any() and faint[:, -1].any())
+    top_to_bottom = bool(faint[0].any() and faint[-1].any())
+    if not (full or field or side_to_side or top_to_bottom or fullest_row >= COMB_SPAN * width):
+        return None
+    across, down = (_rules(faint), _rules(faint.T).T) if full else (np.zeros_like(faint), np.zeros_like(faint))
+    level = _Levelled.of(faint) if field or side_to_side else None  # levelled once, for rules and comb alike
+    if level is not None and side_to_side:
+        across |= _tilted_rules(faint, level)
+    if top_to_bottom:
+        down |= _tilted_rules(faint.T, _Levelled.of(faint.T)).T
+    rules = across | down
+    if level is not None and field:  # straighten its rules to find them
+        rules |= _tilted_comb(faint, level)
+    elif fullest_row >= COMB_SPAN * width:
+        rules |= _comb(faint)
+    return rules, across, down
 
 
 def _stray_lines(found: ops.Components, mask: np.ndarray) -> np.ndarray:
