@@ -71,7 +71,13 @@ class Connections:
             if over_limit(status, fields, max_bytes):
                 connection.close()  # refused before its body is read
                 return status, fields, b""
-            data, to_close = connection.body(method, status, fields)
+            cap = max_bytes + 1 if max_bytes is not None and status < 300 else None
+            data, to_close = connection.body(method, status, fields, cap)
+            if "content-length" not in fields and method != "HEAD" and status not in (204, 304):  # its size
+                fields["content-length"] = str(len(data))
+                if cap is not None and len(data) >= cap:  # over the limit: read no further, keep none of it
+                    connection.close()
+                    return status, fields, b""
         except BaseException:
             connection.close()
             raise
@@ -146,16 +152,18 @@ class Connection:
         keep_alive = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
         return status, fields, not keep_alive
 
-    def body(self, method: str, status: int, fields: dict[str, str]) -> tuple[bytes, bool]:
-        """The answer's body, and whether it was read to the connection's close (then it must be closed)."""
+    def body(self, method: str, status: int, fields: dict[str, str], cap: int | None = None) -> tuple[bytes, bool]:
+        """The answer's body, and whether the connection must be closed after it (read to its close, or cut
+        short). A body of unannounced length (chunked, or read to the close) is read up to ``cap`` bytes."""
         if method == "HEAD" or status in (204, 304):
             return b"", False
         if "chunked" in fields.get("transfer-encoding", "").lower():
-            return _chunked(self._reader), False
+            data = _chunked(self._reader, cap)
+            return data, cap is not None and len(data) >= cap
         length = fields.get("content-length")
         if length is None:
-            return self._reader.read(), True
-        if not length.isdigit():
+            return self._reader.read(-1 if cap is None else cap), True
+        if not _is_number(length):
             raise HTTPException(f"S3 answered with Content-Length {length!r}")
         data = self._reader.read(int(length))
         if len(data) < int(length):
@@ -190,7 +198,7 @@ def _request(method: str, target: str, host: str, headers: Mapping[str, str], bo
 def _status_line(line: bytes) -> tuple[str, int]:
     version, _, rest = line.decode("latin-1").partition(" ")
     status = rest[:3]
-    if len(line) > MAX_LINE or not version.startswith("HTTP/1.") or not status.isdigit():
+    if len(line) > MAX_LINE or not version.startswith("HTTP/1.") or not _is_number(status):
         raise BadStatusLine(line[:100].decode("latin-1"))
     return version, int(status)
 
@@ -215,9 +223,11 @@ def _fields(reader: io.BufferedReader) -> dict[str, str]:
     raise HTTPException(f"S3 answered with more than {MAX_HEADERS} headers")
 
 
-def _chunked(reader: io.BufferedReader) -> bytes:
+def _chunked(reader: io.BufferedReader, cap: int | None = None) -> bytes:
+    """A chunked body, or its first ``cap`` bytes or more (then the rest is left unread)."""
     chunks = []
-    while True:
+    held = 0
+    while cap is None or held < cap:
         line = reader.readline(MAX_LINE + 1)
         size = line.split(b";", 1)[0].strip()
         try:
@@ -231,7 +241,9 @@ def _chunked(reader: io.BufferedReader) -> bytes:
         if len(chunk) < left:
             raise IncompleteRead(b"".join(chunks) + chunk)
         chunks.append(chunk)
+        held += left
         reader.readline(MAX_LINE + 1)  # the CRLF after the chunk
+    return b"".join(chunks)
 
 
 def _tunnel(sock: socket.socket, target: str, authorization: str) -> None:
@@ -253,6 +265,12 @@ def _proxy_authorization(proxy: SplitResult) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def over_limit(status: int, fields: dict[str, str], max_bytes: int | None) -> bool:
-    """Whether a successful answer's body is larger than the caller will read (then it is not downloaded)."""
-    return max_bytes is not None and status < 300 and int(fields.get("content-length", 0)) > max_bytes
+    """Whether a successful answer's body is announced larger than the caller will read (then it is not
+    downloaded). A malformed length is not judged here: reading the body refuses it."""
+    length = fields.get("content-length", "0")
+    return max_bytes is not None and status < 300 and _is_number(length) and int(length) > max_bytes

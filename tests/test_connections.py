@@ -12,7 +12,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.client import IncompleteRead
+from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 
 import pytest
@@ -146,11 +146,38 @@ def test_a_chunked_answer_is_read_whole_and_its_connection_kept(serve: Callable[
     assert server.accepted == 1
 
 
-def test_an_answer_without_a_length_is_read_to_the_close(serve: Callable[..., Scripted]) -> None:
+def test_an_answer_without_a_length_is_read_to_the_close_and_its_length_told(serve: Callable[..., Scripted]) -> None:
     server = serve(b"HTTP/1.1 500 Internal Error\r\nContent-Type: text/plain\r\n\r\nall of it", close=True)
     connections = Connections(5.0, None)
-    assert connections.exchange("GET", f"{server.url}/a", {}, b"", None)[::2] == (500, b"all of it")
+    status, fields, body = connections.exchange("GET", f"{server.url}/a", {}, b"", None)
+    assert (status, fields["content-length"], body) == (500, "9", b"all of it")
     assert _idle(connections, server.url) == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + (b"40\r\n" + b"x" * 64 + b"\r\n") * 20,
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1000,
+    ],
+    ids=["chunked", "read to the close"],
+)
+def test_a_body_of_unannounced_length_stops_being_read_past_the_limit(
+    serve: Callable[..., Scripted], answer: bytes
+) -> None:
+    server = serve(answer)
+    connections = Connections(5.0, None)
+    status, fields, body = connections.exchange("GET", f"{server.url}/a", {}, b"", 100)
+    assert (status, body) == (200, b"")  # as for an announced length over the limit: nothing kept
+    assert int(fields["content-length"]) > 100  # so the caller refuses the object as too large
+    assert _idle(connections, server.url) == []
+
+
+@pytest.mark.parametrize("length", ["ten", "-1", "\u00b2"])
+def test_a_malformed_length_is_an_error(serve: Callable[..., Scripted], length: str) -> None:
+    server = serve(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nok".encode("latin-1"), close=True)
+    with pytest.raises(HTTPException, match="Content-Length"):
+        Connections(5.0, None).exchange("GET", f"{server.url}/a", {}, b"", 100)
 
 
 @pytest.mark.parametrize(
