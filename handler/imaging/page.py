@@ -157,14 +157,12 @@ def _flatten_background(ink_u8: np.ndarray) -> np.ndarray:
     ink = ink_u8.astype(np.float32) / 255.0
     height, width = ink.shape
     scale = BACKGROUND_SIDE / max(height, width)
-    small = ops.image_of(ink).resize(
-        (max(8, round(width * scale)), max(8, round(height * scale))), Image.Resampling.BOX
-    )
-    opened = ops.rank_filter(ops.rank_filter(ops.pixels_of(small), OPENING, np.minimum), OPENING, np.maximum)
+    small = ops.resize(ink, max(8, round(width * scale)), max(8, round(height * scale)), Image.Resampling.BOX)
+    opened = ops.rank_filter(ops.rank_filter(small, OPENING, np.minimum), OPENING, np.maximum)
     low, high = np.percentile(opened, (5, 95))  # one call: each costs more than the filters before it
     if float(high - low) < UNEVEN_BORDER:
         return ink_u8
-    background = ops.pixels_of(ops.image_of(opened).resize((width, height), Image.Resampling.BILINEAR))
+    background = ops.resize(opened, width, height, Image.Resampling.BILINEAR)
     return np.clip(ink - background, 0.0, 1.0)
 
 
