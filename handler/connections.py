@@ -124,16 +124,16 @@ class Connections:
         except BaseException:
             sock.close()
             raise
-        return Connection(sock, _proxy_authorization(proxy) if proxy and not https else "")
+        return Connection(sock, _proxy_authorization(proxy) if proxy and not https else b"")
 
 
 class Connection:
     """One socket to S3 and the buffered reader of its answers; one request at a time."""
 
-    def __init__(self, sock: socket.socket, proxy_authorization: str = "") -> None:
+    def __init__(self, sock: socket.socket, proxy_authorization: bytes = b"") -> None:
         self.sock = sock
         self._reader = sock.makefile("rb")
-        self._extra = f"Proxy-Authorization: {proxy_authorization}\r\n".encode() if proxy_authorization else b""
+        self._extra = proxy_authorization  # a header line sent with every request (plain HTTP through a proxy)
 
     def send(self, request: tuple[bytes, bytes], method: str) -> tuple[int, dict[str, str], bool]:
         """Send the request; (status, headers, whether the connection closes after the body) of its answer.
@@ -246,10 +246,9 @@ def _chunked(reader: io.BufferedReader, cap: int | None = None) -> bytes:
     return b"".join(chunks)
 
 
-def _tunnel(sock: socket.socket, target: str, authorization: str) -> None:
+def _tunnel(sock: socket.socket, target: str, authorization: bytes) -> None:
     """CONNECT through the proxy to ``target`` (host:port), so that TLS runs end to end with S3."""
-    extra = f"Proxy-Authorization: {authorization}\r\n" if authorization else ""
-    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n".encode("latin-1"))
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode("latin-1") + authorization + b"\r\n")
     with sock.makefile("rb") as reader:  # nothing follows the proxy's answer until TLS starts
         _, status = _status_line(reader.readline(MAX_LINE + 1) or b"HTTP/1.1 000")
         _fields(reader)
@@ -257,12 +256,13 @@ def _tunnel(sock: socket.socket, target: str, authorization: str) -> None:
         raise OSError(f"the proxy refused to tunnel to {target}: {status}")
 
 
-def _proxy_authorization(proxy: SplitResult) -> str:
-    """Basic credentials from the proxy URL's user part, as botocore sends them; "" without one."""
+def _proxy_authorization(proxy: SplitResult) -> bytes:
+    """The ``Proxy-Authorization`` header line: Basic credentials from the proxy URL's user part, as botocore
+    sends them; b"" without one."""
     if proxy.username is None:
-        return ""
+        return b""
     pair = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
-    return "Basic " + base64.b64encode(pair.encode()).decode()
+    return b"Proxy-Authorization: Basic " + base64.b64encode(pair.encode()) + b"\r\n"
 
 
 def _is_number(text: str) -> bool:
