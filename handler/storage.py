@@ -1,33 +1,28 @@
-"""The only module that talks to S3: fetch inputs, write records, list prefixes, move model files.
+"""The only module that talks to S3, through one boto3 client per process: fetch inputs, write records,
+list prefixes, move model files.
 
-An input's GET, a record's PUT and HEAD, the requests made per input, go through :mod:`handler.lean_s3`
-(a third of boto3's CPU, the same hooks and errors); every other call through the boto3 client. boto3
-reads ``AWS_ENDPOINT_URL`` itself, which is how the demo and tests point it at a local S3.
+boto3 reads ``AWS_ENDPOINT_URL`` itself, which is how the demo and tests point it at a local S3.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from handler.records import Source
 
-if TYPE_CHECKING:
-    from handler.lean_s3 import LeanS3
-
-R = TypeVar("R")
-
-CLIENT_CONFIG = {
+CLIENT_CONFIG: dict[str, Any] = {
     "retries": {"mode": "standard", "max_attempts": 6},
-    "max_pool_connections": 64,
+    "max_pool_connections": 64,  # CONCURRENCY requests in flight, plus the model fetcher's
+    "tcp_keepalive": True,  # an idle warm container's connections survive NAT and load-balancer timeouts
     # Checksums only where S3 requires one: every request travels over TLS already, and the flexible
-    # checksums cost 5-8% of boto3's CPU on an input's GET and a record's PUT (benchmarks/s3_client.py).
+    # checksums cost CPU on every GET and PUT (benchmarks/s3_client.py).
     "request_checksum_calculation": "when_required",
     "response_checksum_validation": "when_required",
 }
@@ -38,12 +33,11 @@ META_COPY_OF = "record-etag"  # on a mirror: the ETag of the record it copies
 RESULT_KIND, ERROR_KIND = "result", "error"
 ALLOW_METADATA = "allow"  # x-amz-meta-allow on an upload: the characters its field may hold
 
-
-MISSING = ("NoSuchKey", "404", "NotFound")
 # Without s3:ListBucket (least privilege) S3 answers a missing key with 403 AccessDenied, not 404.
 # Our roles can read every key they ask for, so a 403 on a read means "not there".
-MISSING_WITHOUT_LIST = (*MISSING, "403", "AccessDenied", "Forbidden")
-CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+MISSING = NOT_FOUND | {"403", "AccessDenied", "Forbidden"}
+CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 class ObjectMissing(LookupError):
@@ -56,7 +50,7 @@ class ObjectTooLarge(ValueError):
 
 
 class WriteConflict(FileExistsError):
-    """A write-once object already exists."""
+    """A write-once or conditional write lost to another writer."""
 
 
 @dataclass(frozen=True)
@@ -95,14 +89,24 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+def is_missing(error: ClientError) -> bool:
+    """404, or the 403 that S3 gives a role without s3:ListBucket for a key that is not there."""
+    return _code(error) in MISSING
+
+
+def is_conflict(error: ClientError) -> bool:
+    """A conditional request (If-Match, If-None-Match) that lost to another writer."""
+    return _code(error) in CONFLICT
+
+
 class Storage:
+    """S3 for the service. Each method is one boto3 call (or a paginated listing), with S3's answers for
+    "not there" and "someone else wrote first" turned into :class:`ObjectMissing`, None or
+    :class:`WriteConflict` where the caller acts on them."""
+
     def __init__(self, client: Any = None) -> None:
         self._client = client
-        self._lean: LeanS3 | None = None
-        self._lean_made = False
-        self._boto_only: set[str] = set()  # buckets in another region, or S3 Express: see lean_s3.BotoOnly
         self._lock = threading.Lock()
-        self._lean_lock = threading.Lock()
 
     @property
     def s3(self) -> Any:
@@ -116,42 +120,9 @@ class Storage:
                 self._client = boto3.client("s3", config=Config(**CLIENT_CONFIG))
             return self._client
 
-    def _leanly(self, bucket: str, request: Callable[[LeanS3], R]) -> R | None:
-        """``request`` sent the lean way; None when boto3 must send it: no credentials to sign with, or a bucket
-        only boto3 reaches (see :class:`handler.lean_s3.BotoOnly`), which then stays boto3's."""
-        lean = None if bucket in self._boto_only else self._lean_client()
-        if lean is None:
-            return None
-        from handler.lean_s3 import BotoOnly  # loaded by _lean_client
-
-        try:
-            return request(lean)
-        except BotoOnly:
-            self._boto_only.add(bucket)
-            return None
-
-    def _lean_client(self) -> LeanS3 | None:
-        """Made once, from the client (None without credentials to sign with: boto3 then does as it would)."""
-        if self._lean_made:  # every request asks: no locks once it is made
-            return self._lean
-        client = self.s3
-        with self._lean_lock:
-            if not self._lean_made:
-                import boto3
-
-                from handler.lean_s3 import LeanS3  # botocore's signer and HTTP modules: not at cold start
-
-                # the session boto3.client() used: its credentials are the client's own, already resolved
-                credentials = (boto3.DEFAULT_SESSION or boto3.session.Session()).get_credentials()
-                retries = client.meta.config.retries or {}  # max_attempts counts retries; total_max_attempts all
-                attempts = retries.get("total_max_attempts") or retries.get("max_attempts", 4) + 1
-                self._lean = LeanS3(client, credentials, attempts) if credentials else None
-                self._lean_made = True  # after _lean: a reader that sees True sees the client too
-            return self._lean
-
     def warm_up(self) -> threading.Thread:
-        """Build the clients in the background, overlapping whatever the caller does next (join to wait)."""
-        thread = threading.Thread(target=self._lean_client, name="s3-client", daemon=True)
+        """Build the client in the background, overlapping whatever the caller does next (join to wait)."""
+        thread = threading.Thread(target=lambda: self.s3, name="s3-client", daemon=True)
         thread.start()
         return thread
 
@@ -159,26 +130,18 @@ class Storage:
         """Read an object, refusing one over ``max_bytes`` before its body is downloaded."""
         bucket, key = str(source.bucket), source.key
         try:
-            size, etag, metadata, body = self._get(bucket, key, max_bytes)
+            response = self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in MISSING_WITHOUT_LIST:
+            if is_missing(exc):
                 raise ObjectMissing(f"s3://{bucket}/{key} does not exist (deleted before it was read)") from exc
             raise
+        size, body = int(response["ContentLength"]), response["Body"]
         if size > max_bytes:
+            body.close()
             raise ObjectTooLarge(size, max_bytes)
-        return Fetched(Source(source.bucket, key, etag or source.etag, size), body, metadata)
-
-    def _get(self, bucket: str, key: str, max_bytes: int) -> tuple[int, str, dict[str, str], bytes]:
-        """(size, ETag, user metadata, body); the body is left unread (``b""``) when over ``max_bytes``."""
-        reply = self._leanly(bucket, lambda lean: lean.get(bucket, key, max_bytes))
-        if reply is not None:
-            return int(reply.headers.get("content-length", 0)), reply.etag, reply.metadata, reply.body
-        response = self.s3.get_object(Bucket=bucket, Key=key)
-        size = int(response["ContentLength"])
-        if size > max_bytes:
-            response["Body"].close()
-            return size, _etag(response), {}, b""
-        return size, _etag(response), dict(response.get("Metadata") or {}), response["Body"].read()
+        data = body.read()
+        metadata = dict(response.get("Metadata") or {})
+        return Fetched(Source(source.bucket, key, _etag(response) or source.etag, size), data, metadata)
 
     def put_record(
         self,
@@ -200,26 +163,15 @@ class Storage:
         from the record it copies (``copy_of``)."""
         metadata = {META_ETAG: source_etag, META_MODEL: model_version}
         metadata |= {name: value for name, value in ((META_KIND, kind), (META_COPY_OF, copy_of)) if value}
+        condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
         try:
-            return self._put(bucket, key, body, content_type, metadata, replaces)
+            response = self.s3.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata, **condition
+            )
         except ClientError as exc:
-            if _code(exc) in CONFLICT or (replaces and _code(exc) in MISSING):
+            if is_conflict(exc) or (replaces and _code(exc) in NOT_FOUND):  # If-Match on a key deleted since
                 raise WriteConflict(f"s3://{bucket}/{key} changed while we wrote it") from exc
             raise
-
-    def _put(
-        self, bucket: str, key: str, body: bytes, content_type: str, metadata: dict[str, str], replaces: str | None
-    ) -> str:
-        """A conditional PUT (``If-Match: replaces``, or ``If-None-Match: *``); returns the new ETag."""
-        headers = {"Content-Type": content_type} | {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-        headers |= {"If-Match": replaces} if replaces else {"If-None-Match": "*"}
-        reply = self._leanly(bucket, lambda lean: lean.put(bucket, key, body, headers))
-        if reply is not None:
-            return reply.etag
-        condition = {"IfMatch": replaces} if replaces else {"IfNoneMatch": "*"}
-        response = self.s3.put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata, **condition
-        )
         return _etag(response)
 
     def delete_if_unchanged(self, bucket: str, key: str, etag: str) -> None:
@@ -228,53 +180,45 @@ class Storage:
         try:
             self.s3.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
         except ClientError as exc:
-            if _code(exc) in CONFLICT:
+            if is_conflict(exc):
                 raise WriteConflict(f"s3://{bucket}/{key} changed before we could delete it") from exc
-            if _code(exc) not in MISSING_WITHOUT_LIST:
+            if not is_missing(exc):
                 raise
 
-    def head_record(self, bucket: str, key: str) -> RecordHead | None:
-        """A record's ETag and metadata, or None if there is none (404, or 403 without s3:ListBucket)."""
+    def head(self, bucket: str, key: str) -> tuple[str, dict[str, str]] | None:
+        """(ETag, user metadata) of an object, or None if there is none."""
         try:
-            etag, meta = self._head(bucket, key)
+            response = self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in MISSING_WITHOUT_LIST:
+            if is_missing(exc):
                 return None
             raise
+        return _etag(response), dict(response.get("Metadata") or {})
+
+    def head_record(self, bucket: str, key: str) -> RecordHead | None:
+        """A record's ETag and metadata, or None if there is none."""
+        found = self.head(bucket, key)
+        if found is None:
+            return None
+        etag, meta = found
         return RecordHead(
-            etag,
-            meta.get(META_ETAG, ""),
-            meta.get(META_MODEL, ""),
-            meta.get(META_KIND, ""),
-            meta.get(META_COPY_OF, ""),
+            etag, meta.get(META_ETAG, ""), meta.get(META_MODEL, ""), meta.get(META_KIND, ""), meta.get(META_COPY_OF, "")
         )
 
-    def _head(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
-        """(ETag, user metadata) of an object."""
-        reply = self._leanly(bucket, lambda lean: lean.head(bucket, key))
-        if reply is not None:
-            return reply.etag, reply.metadata
-        response = self.s3.head_object(Bucket=bucket, Key=key)
-        return _etag(response), dict(response.get("Metadata") or {})
+    def current_etag(self, bucket: str, key: str) -> str | None:
+        """The input's ETag now (None if it is gone): the arbiter when two versions' records meet."""
+        found = self.head(bucket, key)
+        return (found[0] or None) if found else None
 
     def get_record(self, bucket: str, key: str) -> tuple[bytes, str]:
         """A record's body and the ETag of the version read (to copy exactly what a HEAD saw)."""
         try:
             response = self.s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in MISSING_WITHOUT_LIST:
+            if is_missing(exc):
                 raise WriteConflict(f"s3://{bucket}/{key} was removed while we read it") from exc
             raise
         return response["Body"].read(), _etag(response)
-
-    def current_etag(self, bucket: str, key: str) -> str | None:
-        """The input's ETag now (None if it is gone): the arbiter when two versions' records meet."""
-        try:
-            return self._head(bucket, key)[0] or None
-        except ClientError as exc:
-            if _code(exc) in MISSING_WITHOUT_LIST:
-                return None
-            raise
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[Source]:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -312,6 +256,6 @@ class Storage:
             with path.open("rb") as body:
                 self.s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
         except ClientError as exc:
-            if _code(exc) in CONFLICT:
+            if is_conflict(exc):
                 raise WriteConflict(f"s3://{bucket}/{key} already exists") from exc
             raise
