@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import label_files, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
-from handler.recognize import read  # noqa: E402
+from handler.recognition import read  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
 from training.render import (  # noqa: E402
     form_cell,

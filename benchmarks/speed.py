@@ -37,7 +37,8 @@ from benchmarks.common import reference_ms, write_results  # noqa: E402
 from handler import imaging, model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
 from handler.imaging.glyph import axis_map  # noqa: E402
-from handler.pipeline import label, local_source  # noqa: E402
+from handler.recognition import label  # noqa: E402
+from handler.records import local_source  # noqa: E402
 from handler.workers import Workers, scorer  # noqa: E402
 from training.data import load_folder  # noqa: E402
 from training.render import form_cell, photo_like  # noqa: E402

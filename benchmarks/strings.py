@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import label_files, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
-from handler.pipeline import label, local_source  # noqa: E402
+from handler.recognition import label  # noqa: E402
+from handler.records import local_source  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
 from training.render import amount_page, form_field, photo_like, string_page  # noqa: E402
 

@@ -23,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.common import reference_ms, write_results  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
-from handler.pipeline import label, local_source  # noqa: E402
+from handler.recognition import label  # noqa: E402
+from handler.records import local_source  # noqa: E402
 from training.data import load_folder  # noqa: E402
 from training.render import photo_like  # noqa: E402
 

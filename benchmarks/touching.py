@@ -23,8 +23,9 @@ from benchmarks.common import write_results  # noqa: E402
 from benchmarks.strings import score  # noqa: E402
 from handler import model  # noqa: E402
 from handler.config import bundled_model_uri  # noqa: E402
-from handler.pipeline import label, local_source  # noqa: E402
-from handler.recognize import decode_line  # noqa: E402
+from handler.ctc import decode_line  # noqa: E402
+from handler.recognition import label, model_info  # noqa: E402
+from handler.records import local_source, record_of  # noqa: E402
 from training import line_reader  # noqa: E402
 from training.data import load_folder, stratified_split  # noqa: E402
 
@@ -33,6 +34,15 @@ WAYS = {
     "segmentation_by_recognition": "service, wide blobs cut (no line reader)",
     "line_reader_on_whole_line": "line reader alone, whole line",
 }
+
+
+def records(items: list, classifier: model.Classifier) -> list[dict]:
+    """The record ``python -m handler label`` gives each page."""
+    info = model_info(classifier)
+    return [
+        record_of(source, read, info)
+        for (source, _), read in zip(items, label(items, classifier, 40_000_000), strict=True)
+    ]
 
 
 def main() -> int:
@@ -56,8 +66,8 @@ def main() -> int:
     without = model.load(args.model, Path("/tmp/models"))
     without.line_reader = None  # the same version, cutting every wide blob as before the line reader
     read = {
-        "service_with_line_reader": label(items, classifier, 40_000_000),
-        "segmentation_by_recognition": label(items, without, 40_000_000),
+        "service_with_line_reader": records(items, classifier),
+        "segmentation_by_recognition": records(items, without),
     }
     texts = {name: [r.get("text", "").replace("\n", "") for r in records] for name, records in read.items()}
     frames = classifier.line_reader.predict(strips)

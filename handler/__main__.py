@@ -11,6 +11,12 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from handler.imaging.errors import ImageError
+    from handler.readings import Reading
+    from handler.records import Record, Source
 
 BATCH = 64
 
@@ -31,40 +37,52 @@ def display_name(path: Path) -> str:
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def write_line(record: dict[str, object]) -> None:
+def write_line(record: Record) -> None:
     """One JSON line, always UTF-8, whatever the locale says stdout is."""
     sys.stdout.buffer.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
     sys.stdout.buffer.flush()
 
 
-def write_text(record: dict[str, object]) -> None:
+def write_text(source: Source, read: Reading | ImageError) -> None:
     """``<file>\t<text>`` (lines of a page joined by `` / ``), or ``<file>\t!<code>: <message>``."""
-    name = record["source"]["key"]  # type: ignore[index]
-    if "error" in record:
-        shown = f"!{record['error']['code']}: {record['error']['message']}"  # type: ignore[index]
+    from handler.imaging.errors import ImageError
+
+    if isinstance(read, ImageError):
+        shown = f"!{read.code}: {read}"
     else:
-        shown = str(record["text"]).replace("\n", " / ") + ("\t(review)" if record.get("review") else "")
-    sys.stdout.buffer.write(f"{name}\t{shown}\n".encode())
+        shown = read.text.replace("\n", " / ") + ("\t(review)" if read.review else "")
+    sys.stdout.buffer.write(f"{source.key}\t{shown}\n".encode())
     sys.stdout.buffer.flush()
 
 
+def read_file(path: Path, max_bytes: int) -> tuple[Source, bytes | ImageError]:
+    """A local file as an input: its bytes, or the error its record will carry when it is over the limit."""
+    from handler.imaging.errors import ErrorCode, ImageError
+    from handler.records import Source, local_source
+
+    name = display_name(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        message = f"file is {size:,} bytes; the limit is {max_bytes:,} (MAX_OBJECT_BYTES)"
+        return Source(None, name, None, size), ImageError(ErrorCode.TOO_LARGE, message)
+    data = path.read_bytes()
+    return local_source(name, data), data
+
+
 def cmd_label(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from handler import model
     from handler.config import Settings
-    from handler.imaging import ImageError
-    from handler.pipeline import label, local_source
-    from handler.records import ErrorCode, Source
+    from handler.recognition import AllowError, allowed_mask, label, model_info
+    from handler.records import record_of
     from handler.storage import Storage
+    from handler.workers import Workers, scorer
 
     missing = [path for path in args.paths if not path.exists()]
     if missing:
         print(f"error: no such file or folder: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    from tqdm import tqdm
-
-    from handler.recognize import AllowError, allowed_mask
-    from handler.workers import Workers, scorer
-
     settings = Settings.from_env()
     classifier = model.load(settings.resolved_model_uri, settings.model_cache_dir, fetch=Storage().download)
     allow = args.allow or settings.allow
@@ -75,24 +93,18 @@ def cmd_label(args: argparse.Namespace) -> int:
             print(f"error: --allow: {exc}", file=sys.stderr)
             return 2
     workers = Workers(settings.cpu_workers - 1, scorer(classifier))
+    info = model_info(classifier)
     files = [file for path in args.paths for file in iter_files(path)]
     bar = tqdm(total=len(files), unit=" images", desc="label", disable=None, dynamic_ncols=True)  # stderr, TTY only
     for start in range(0, len(files), BATCH):
-        items = []
-        for path in files[start : start + BATCH]:
-            name = display_name(path)
-            size = path.stat().st_size
-            if size > settings.max_object_bytes:
-                message = f"file is {size:,} bytes; the limit is {settings.max_object_bytes:,} (MAX_OBJECT_BYTES)"
-                items.append((Source(None, name, None, size), ImageError(ErrorCode.TOO_LARGE, message)))
-                continue
-            data = path.read_bytes()
-            items.append((local_source(name, data), data))
-        for record in label(items, classifier, settings.max_pixels, settings.top_k, workers=workers, allow=allow):
+        items = [read_file(path, settings.max_object_bytes) for path in files[start : start + BATCH]]
+        readings = label(items, classifier, settings.max_pixels, settings.top_k, workers=workers, allow=allow)
+        for (source, _), read in zip(items, readings, strict=True):
+            assert read is not None  # no deadline: every input is read
             if args.text:
-                write_text(record)  # type: ignore[arg-type]
+                write_text(source, read)
             else:
-                write_line(record)  # type: ignore[arg-type]
+                write_line(record_of(source, read, info))
         bar.update(len(items))
     bar.close()
     workers.close()

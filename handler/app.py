@@ -18,9 +18,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler.bulk import batch_result, is_input, summarise_failed_run, summarise_result_writer
 from handler.config import Settings
-from handler.pipeline import Deadline, Outcome, Service, process
+from handler.pipeline import RETRY, Deadline, Outcome, Service, batch_result, is_input, process
 from handler.records import Source
 
 logger = Logger()
@@ -113,9 +112,6 @@ def _record_metrics(outcomes: list[Outcome], seconds: float) -> None:
             logger.warning("input deferred: no time left in this invocation", key=outcome.source.key)
 
 
-RETRY = ("failed", "deferred")  # statuses whose inputs are handed back for another attempt
-
-
 def _run(
     sources: list[Source], context: LambdaContext | None, *, skip_existing: bool = False, jsonl: bool = False
 ) -> list[Outcome]:
@@ -197,6 +193,8 @@ def summarize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     When the map itself failed the state machine sends ``{"run_id", "error": {"Error", "Cause"}}``
     instead; the summary then records the failure so a run never ends without one.
     """
+    from handler.bulk import summarise_failed_run, summarise_result_writer  # not on the upload path
+
     if "error" in event:
         body = summarise_failed_run(service(), event.get("bucket") or settings.bucket, event["run_id"], event["error"])
         logger.error("bulk run failed", run_id=event["run_id"], error=body["error"])

@@ -10,25 +10,14 @@ from __future__ import annotations
 import codecs
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from handler.pipeline import Outcome, Service, process
+from handler.pipeline import STATUSES, Service, batch_result, is_input, process
 from handler.records import Source, utc_now
 
 MAX_LISTED_FAILURES = 1000
-STATUSES = ("result", "error", "skipped", "superseded", "deferred", "failed")
-
-
-def batch_result(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """The small, mergeable result of one batch (Step Functions keeps each under 256 KB)."""
-    counts = Counter(outcome.status for outcome in outcomes)
-    return {
-        "counts": {status: counts.get(status, 0) for status in STATUSES},
-        "error_codes": dict(Counter(o.error_code for o in outcomes if o.error_code)),
-        "failures": [{"key": o.source.key, "reason": o.failure} for o in outcomes if o.status == "failed"],
-    }
 
 
 class RunTotals:
@@ -81,11 +70,6 @@ def summary(
 
 def summary_key(service: Service, run_id: str) -> str:
     return f"{service.settings.runs_prefix}{run_id}/summary.json"
-
-
-def is_input(key: str, input_prefix: str) -> bool:
-    """Objects worth labelling: under the input prefix and not a folder marker."""
-    return key.startswith(input_prefix) and not key.endswith("/")
 
 
 def chunks(items: Iterable[Source], size: int) -> Iterator[list[Source]]:

@@ -1,47 +1,37 @@
-"""A batch of inputs -> exactly one record each: decode -> page -> segment -> predict (one batch) -> read -> record.
+"""A batch of S3 inputs -> exactly one record each: fetch -> read (:func:`handler.recognition.label`) ->
+commit (a :class:`~handler.sinks.RecordSink`).
 
-:func:`label` is pure (bytes in, records out) and serves the CLI; :func:`process` adds S3:
-concurrent fetches and writes, and resumable skipping for bulk runs. A bad image never fails
-its batch; an infrastructure fault on one object is reported as ``failed`` for a retry, and what
-does not fit before the deadline as ``deferred``. ``superseded`` means a newer version of the
-object was uploaded meanwhile: its own event writes its record.
+A bad image never fails its batch; an infrastructure fault on one object is reported as ``failed`` for a
+retry, and what does not fit before the deadline as ``deferred``. ``superseded`` means a newer version of
+the object was uploaded meanwhile: its own event writes its record.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar
 
 from handler import model as model_artifact
 from handler.config import Settings
-from handler.imaging import Candidates, ImageError
-from handler.imaging.errors import unreadable
+from handler.imaging import ImageError
+from handler.imaging.errors import ErrorCode
 from handler.model import Classifier
-from handler.recognize import AllowError, read_page
-from handler.records import ErrorCode, ModelInfo, Source, error_record, is_error, result_record
-from handler.sinks import RecordSlots, S3RecordSink, batch_key, in_step, write_batch
+from handler.readings import Reading
+from handler.recognition import Deadline, label, model_info
+from handler.records import ModelInfo, Source
+from handler.sinks import RETRY, STATUSES, JsonLinesSink, ObjectSink, Outcome, RecordSink
 from handler.storage import ALLOW_METADATA, ObjectMissing, ObjectTooLarge, Storage
-from handler.workers import Scores, Workers, prepare_one, readable_of, scorer
+from handler.workers import Workers, scorer
 
-LOGGER = logging.getLogger(__name__)
-Status = Literal["result", "error", "skipped", "superseded", "deferred", "failed"]
+__all__ = ["RETRY", "STATUSES", "Deadline", "Outcome", "Service", "batch_result", "is_input", "process"]
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    source: Source
-    status: Status
-    record_key: str | None = None
-    error_code: str | None = None
-    failure: str | None = None
 
 
 @dataclass
@@ -62,153 +52,37 @@ class Service:
     @cached_property
     def io(self) -> ThreadPoolExecutor:
         """The threads that S3 requests wait on (``CONCURRENCY``), kept for the container's life: a pool per
-        batch started its threads again for every invocation, about 0.1 ms of CPU per input."""
+        batch would start its threads again on every invocation."""
         return ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="s3-io")
 
     @cached_property
     def model_info(self) -> ModelInfo:
         return model_info(self.classifier)
 
-
-def model_info(classifier: Classifier) -> ModelInfo:
-    return ModelInfo(classifier.manifest.version, classifier.manifest.runtime_sha256)
-
-
-def local_source(name: str, data: bytes) -> Source:
-    """A file on disk described like an S3 object (MD5 hex is S3's ETag for a simple upload)."""
-    return Source(bucket=None, key=name, etag=hashlib.md5(data, usedforsecurity=False).hexdigest(), size=len(data))
+    def sink(self, sources: Sequence[Source], *, skip_existing: bool, jsonl: bool) -> RecordSink:
+        s = self.settings
+        if jsonl:
+            return JsonLinesSink(self.storage, self.model_info, s.output_prefix, sources)
+        prefixes = (s.input_prefix, s.output_prefix, s.error_prefix)
+        return ObjectSink(self.storage, self.model_info, prefixes, skip_existing=skip_existing)
 
 
-@overload
-def label(
-    items: Sequence[tuple[Source, bytes | ImageError]], classifier: Classifier, max_pixels: int, top_k: int = 5
-) -> list[dict[str, Any]]: ...
-@overload
-def label(
-    items: Sequence[tuple[Source, bytes | ImageError]],
-    classifier: Classifier,
-    max_pixels: int,
-    top_k: int = 5,
-    *,
-    deadline: Deadline | None,
-) -> list[dict[str, Any] | None]: ...
-def label(
-    items: Sequence[tuple[Source, bytes | ImageError]],
-    classifier: Classifier,
-    max_pixels: int,
-    top_k: int = 5,
-    *,
-    deadline: Deadline | None = None,
-    workers: Workers | None = None,
-    allow: str | Sequence[str | None] | None = None,
-) -> list[dict[str, Any]] | list[dict[str, Any] | None]:
-    """One record per item, in order; every readable image is predicted in a single batch.
-
-    ``allow`` restricts answers to those characters: one string for every item, or one per item.
-
-    With ``workers``, decoding and normalising run on every vCPU. With a ``deadline`` (and no
-    workers), an image whose decoding no longer fits gets None (deferred) instead of a record.
-    """
-    info = model_info(classifier)
-    prepared: list[Candidates | ImageError | None] = [p if isinstance(p, ImageError) else None for _, p in items]
-    scores: dict[int, Scores] = {}
-    todo = [i for i, (_, payload) in enumerate(items) if not isinstance(payload, ImageError)]
-    score = scorer(classifier)
-
-    def predict(indices: list[int]) -> None:
-        readable = [i for i in indices if isinstance(prepared[i], Candidates)]
-        scores.update(zip(readable, score([prepared[i] for i in readable]), strict=True))  # type: ignore[misc]
-
-    if workers and workers.processes and len(todo) > 1:
-        started = time.perf_counter()
-        payloads = [items[i][1] for i in todo]
-        for positions, share, predicted in workers.shares(payloads, max_pixels):  # type: ignore[arg-type]
-            indices = [todo[position] for position in positions]
-            for index, result in zip(indices, share, strict=True):
-                prepared[index] = result
-            if predicted is None:
-                predict(indices)  # the caller's own share, while the helpers finish theirs
-            else:
-                scores.update(zip([indices[i] for i in readable_of(share)], predicted, strict=True))
-        if deadline:
-            deadline.took(time.perf_counter() - started)
-    else:
-        for i in todo:
-            if deadline and not deadline.allows():
-                continue
-            started = time.perf_counter()
-            prepared[i] = prepare_one(items[i][1], max_pixels)  # type: ignore[arg-type]
-            if deadline:
-                deadline.took(time.perf_counter() - started)
-        predict(todo)
-    allows = [allow] * len(items) if allow is None or isinstance(allow, str) else list(allow)
-    records: list[dict[str, Any] | None] = []
-    for index, ((source, _), page) in enumerate(zip(items, prepared, strict=True)):
-        if page is None:
-            records.append(None)
-        elif isinstance(page, ImageError):
-            records.append(error_record(source, page.code, str(page), info))
-        else:
-            try:
-                reading = read_page(
-                    page,
-                    scores[index].glyphs,
-                    classifier.classes,
-                    strips=scores[index].strips,
-                    strip_temperature=classifier.line_reader.temperature if classifier.line_reader else 1.0,
-                    top_k=top_k,
-                    allow=allows[index],
-                    review_below=classifier.manifest.review_below,
-                )
-            except AllowError as exc:
-                records.append(error_record(source, ErrorCode.UNSUPPORTED, str(exc), info))
-                continue
-            except MemoryError:
-                raise
-            except Exception as exc:  # a bug on this input's reading: its own error, not its batch's
-                LOGGER.exception("reading %s failed", source.key)
-                failure = unreadable(exc)
-                records.append(error_record(source, failure.code, str(failure), info))
-                continue
-            records.append(result_record(source, reading, info))
-    return records
+def is_input(key: str, input_prefix: str) -> bool:
+    """Objects worth labelling: under the input prefix and not a folder marker."""
+    return key.startswith(input_prefix) and not key.endswith("/")
 
 
-class Deadline:
-    """Time left in this invocation (Lambda's ``get_remaining_time_in_millis``), and whether one more step fits.
-
-    A step fits if, after the longest step seen so far, ``reserve`` seconds remain to write records
-    and answer. What does not fit is handed back as ``deferred`` for a retry, never cut off mid-write.
-    """
-
-    def __init__(self, remaining_ms: Callable[[], int], reserve: float = 5.0) -> None:
-        self.remaining_ms = remaining_ms
-        self.reserve = reserve
-        self.longest = 0.0
-
-    def allows(self) -> bool:
-        return self.remaining_ms() / 1000 > self.reserve + self.longest
-
-    def took(self, seconds: float) -> None:
-        self.longest = max(self.longest, seconds)
+def batch_result(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The small, mergeable result of one batch (Step Functions keeps each under 256 KB)."""
+    counts = Counter(outcome.status for outcome in outcomes)
+    return {
+        "counts": {status: counts.get(status, 0) for status in STATUSES},
+        "error_codes": dict(Counter(o.error_code for o in outcomes if o.error_code)),
+        "failures": [{"key": o.source.key, "reason": o.failure} for o in outcomes if o.status == "failed"],
+    }
 
 
-def _slots(service: Service, key: str) -> RecordSlots:
-    s = service.settings
-    return RecordSlots.of(key, s.input_prefix, s.output_prefix, s.error_prefix)
-
-
-def _already_done(service: Service, source: Source) -> str | None:
-    """The record key if this input's record is for the same etag and model version and its errors/ mirror
-    is in step (a crash between the two leaves them apart: such an input is redone, which repairs it)."""
-    if not source.etag:
-        return None
-    slots = _slots(service, source.key)
-    bucket = str(source.bucket)
-    head = service.storage.head_record(bucket, slots.record)
-    if head is None or head.source_etag != source.etag or head.model_version != service.model_info.version:
-        return None  # to be redone whatever the mirror says: its HEAD is not asked (new inputs: one HEAD, not two)
-    return slots.record if in_step(head, service.storage.head_record(bucket, slots.mirror)) else None
+Fetched = tuple[Source, bytes | ImageError, str | None]  # the input as read, its bytes (or why not), its allow
 
 
 def _chunks(indices: list[int], sources: Sequence[Source], max_items: int, max_bytes: int) -> Iterator[list[int]]:
@@ -226,6 +100,51 @@ def _chunks(indices: list[int], sources: Sequence[Source], max_items: int, max_b
         yield chunk
 
 
+def fetch(service: Service, source: Source) -> Fetched:
+    """An input's bytes and the characters its field may hold (``x-amz-meta-allow``, else ``ALLOW``); an
+    input that is gone or too large becomes its error here. Other faults raise (the input is retried)."""
+    settings = service.settings
+    try:
+        fetched = service.storage.fetch(source, settings.max_object_bytes)
+    except ObjectMissing as exc:
+        return Source(source.bucket, source.key, None, None), ImageError(ErrorCode.NOT_FOUND, str(exc)), None
+    except ObjectTooLarge as exc:
+        return source, ImageError(ErrorCode.TOO_LARGE, str(exc)), None
+    return fetched.source, fetched.body, fetched.metadata.get(ALLOW_METADATA) or settings.allow
+
+
+@dataclass
+class _Batch:
+    """One invocation's work in flight. Every S3 request it starts is kept, so that none outlives it."""
+
+    service: Service
+    sources: Sequence[Source]
+    sink: RecordSink
+    outcomes: dict[int, Outcome]
+    started: list[Future[Any]] = field(default_factory=list)
+    writes: list[tuple[int, Future[Outcome]]] = field(default_factory=list)
+
+    def submit(self, function: Callable[[T], R], argument: T) -> Future[R]:
+        self.started.append(future := self.service.io.submit(function, argument))
+        return future
+
+    def fetch(self, chunk: list[int]) -> list[tuple[int, Future[Fetched]]]:
+        return [(index, self.submit(lambda i: fetch(self.service, self.sources[i]), index)) for index in chunk]
+
+    def arrived(self, fetching: list[tuple[int, Future[Fetched]]]) -> list[tuple[int, Fetched]]:
+        """The chunk's fetched inputs; one whose fetch failed gets its outcome (``failed``) instead."""
+        ready = []
+        for index, future in fetching:
+            try:
+                ready.append((index, future.result()))
+            except Exception as exc:  # noqa: BLE001 - an infrastructure fault: reported per input, retried
+                self.outcomes[index] = Outcome(self.sources[index], "failed", failure=repr(exc))
+        return ready
+
+    def commit(self, index: int, source: Source, read: Reading | ImageError) -> None:
+        self.writes.append((index, self.submit(lambda _: self.sink.commit(index, source, read), None)))
+
+
 def process(
     sources: Sequence[Source],
     service: Service,
@@ -234,125 +153,53 @@ def process(
     deadline: Deadline | None = None,
     jsonl: bool = False,
 ) -> list[Outcome]:
-    """Fetch, label and record each S3 input; returns one outcome per input, in order.
+    """Fetch, read and record each S3 input; returns one outcome per input, in order.
 
-    Inputs go through in bounded chunks (memory: only one chunk's bytes are held; time: the deadline
-    is checked before each chunk and each image), so a batch of any size and content finishes or
-    hands back what is left before Lambda's timeout.
+    Inputs go through in bounded chunks (memory: only one chunk's bytes are held; time: the deadline is
+    checked before each chunk and each image), so a batch of any size and content finishes or hands back
+    what is left before Lambda's timeout. S3 waits overlap the CPU: the next chunk is fetched and the last
+    one written while this one is read.
     """
-    settings, storage = service.settings, service.storage
-    sink = S3RecordSink(storage, service.model_info.version)
-    outcomes: dict[int, Outcome] = {}
-    collected: dict[int, dict[str, Any]] = {}
-    batch = batch_key(settings.output_prefix, service.model_info.version, sources) if jsonl else ""
-    if jsonl and sources and storage.head_record(str(sources[0].bucket), batch):
-        return [Outcome(source, "skipped", record_key=batch) for source in sources]
-    if skip_existing and not jsonl:
-        for index, done in enumerate(service.io.map(lambda s: _guard(lambda: _already_done(service, s)), sources)):
-            if isinstance(done, Exception):
-                outcomes[index] = Outcome(sources[index], "failed", failure=repr(done))
-            elif done:
-                outcomes[index] = Outcome(sources[index], "skipped", record_key=done)
-
-    allowed: dict[int, str | None] = {}
-
-    def fetch(index: int) -> tuple[Source, bytes | ImageError] | Exception:
-        source = sources[index]
-        try:
-            fetched = storage.fetch(source, settings.max_object_bytes)
-            allowed[index] = fetched.metadata.get(ALLOW_METADATA) or settings.allow  # per upload, else per deployment
-            return fetched.source, fetched.body
-        except ObjectMissing as exc:
-            return Source(source.bucket, source.key, None, None), ImageError(ErrorCode.NOT_FOUND, str(exc))
-        except ObjectTooLarge as exc:
-            return source, ImageError(ErrorCode.TOO_LARGE, str(exc))
-        except Exception as exc:  # noqa: BLE001 - an infrastructure fault: reported per input, retried
-            return exc
-
-    def write(job: tuple[Source, dict[str, Any]]) -> Outcome:
-        source, record = job
-        errored = is_error(record)
-        code = record["error"]["code"] if errored else None
-        if jsonl:  # collected here, written once for the whole batch below
-            return Outcome(source, "error" if errored else "result", record_key=batch, error_code=code)
-        slots = _slots(service, source.key)
-        try:
-            committed = sink.commit(str(source.bucket), source.key, source.etag or "", slots, record)
-        except Exception as exc:  # noqa: BLE001
-            return Outcome(source, "failed", failure=repr(exc))
-        if committed == "superseded":
-            return Outcome(source, "superseded")
-        return Outcome(source, "error" if errored else "result", record_key=slots.record, error_code=code)
-
-    pending = [index for index in range(len(sources)) if index not in outcomes]
+    settings = service.settings
+    sink = service.sink(sources, skip_existing=skip_existing, jsonl=jsonl)
+    batch = _Batch(service, sources, sink, sink.skipped(sources, service.io))
+    pending = [index for index in range(len(sources)) if index not in batch.outcomes]
     chunks = list(_chunks(pending, sources, settings.chunk_items, settings.chunk_bytes))
-    writing: list[tuple[int, Future[Outcome]]] = []
-    submitted: list[Future[Any]] = []
-
-    def submit(function: Callable[[T], R], argument: T) -> Future[R]:
-        submitted.append(future := service.io.submit(function, argument))
-        return future
-
     try:
-        # S3 waits overlap the CPU: the next chunk is fetched and the last one written while this one is read
-        fetching = [submit(fetch, index) for index in chunks[0]] if chunks else []
-        for number, chunk in enumerate(chunks):
+        fetching = batch.fetch(chunks[0]) if chunks else []
+        for number in range(len(chunks)):
             if deadline and not deadline.allows():
                 break
             started = time.perf_counter()
-            items: list[tuple[int, tuple[Source, bytes | ImageError]]] = []
-            for index, future in zip(chunk, fetching, strict=True):
-                fetched = future.result()
-                if isinstance(fetched, Exception):
-                    outcomes[index] = Outcome(sources[index], "failed", failure=repr(fetched))
-                else:
-                    items.append((index, fetched))
-            following = chunks[number + 1] if number + 1 < len(chunks) else []
-            fetching = [submit(fetch, index) for index in following]
-            records = label(
-                [item for _, item in items],
-                service.classifier,
-                settings.max_pixels,
-                settings.top_k,
-                deadline=deadline,
-                workers=service.workers,
-                allow=[allowed.get(index, settings.allow) for index, _ in items],
-            )
-            for (index, (source, _)), record in zip(items, records, strict=True):
-                if record is not None:
-                    writing.append((index, submit(write, (source, record))))
-                    if jsonl:
-                        collected[index] = record
+            arrived = batch.arrived(fetching)
+            fetching = batch.fetch(chunks[number + 1]) if number + 1 < len(chunks) else []
+            _read(batch, arrived, deadline)
             if deadline:
                 deadline.took(time.perf_counter() - started)
-        for future in fetching:  # fetched ahead of a deadline that then stopped the batch: deferred
+        for _, future in fetching:  # fetched ahead of a deadline that then stopped the batch: deferred
             future.cancel()
-        for index, future in writing:
-            outcomes[index] = future.result()
+        for index, write in batch.writes:
+            batch.outcomes[index] = write.result()
     finally:
-        wait(submitted)  # even when the batch fails, none of its requests outlives it
-    final = [outcomes.get(index) or Outcome(sources[index], "deferred") for index in range(len(sources))]
-    if jsonl:
-        return _finish_batch(service, batch, sources, final, collected)
-    return final
+        wait(batch.started)  # even when the batch fails, none of its requests outlives it
+    final = [batch.outcomes.get(index) or Outcome(sources[index], "deferred") for index in range(len(sources))]
+    return sink.finish(final)
 
 
-def _finish_batch(
-    service: Service, key: str, sources: Sequence[Source], outcomes: list[Outcome], records: dict[int, dict[str, Any]]
-) -> list[Outcome]:
-    """JSON Lines mode: the batch is written whole or not at all, so a rerun either skips it or redoes it."""
-    if any(outcome.status in ("failed", "deferred") for outcome in outcomes):
-        return [o if o.status in ("failed", "deferred") else Outcome(o.source, "deferred") for o in outcomes]
-    try:
-        ordered = [records[index] for index in sorted(records)]
-        write_batch(service.storage, str(sources[0].bucket), key, ordered, service.model_info.version)
-    except Exception as exc:  # noqa: BLE001 - the whole batch is retried
-        return [Outcome(o.source, "failed", failure=repr(exc)) for o in outcomes]
-    return outcomes
-
-
-def _guard(function: Callable[[], T]) -> T | Exception:
-    try:
-        return function()
-    except Exception as exc:  # noqa: BLE001
-        return exc
+def _read(batch: _Batch, arrived: list[tuple[int, Fetched]], deadline: Deadline | None) -> None:
+    """Read a chunk's inputs (one model batch) and hand each reading to the sink; an input the deadline
+    left unread gets no outcome here (deferred)."""
+    service = batch.service
+    settings = service.settings
+    readings = label(
+        [(source, body) for _, (source, body, _) in arrived],
+        service.classifier,
+        settings.max_pixels,
+        settings.top_k,
+        deadline=deadline,
+        workers=service.workers,
+        allow=[allow for _, (_, _, allow) in arrived],
+    )
+    for (index, (source, _, _)), read in zip(arrived, readings, strict=True):
+        if read is not None:
+            batch.commit(index, source, read)

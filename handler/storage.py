@@ -21,6 +21,7 @@ CLIENT_CONFIG: dict[str, Any] = {
     "retries": {"mode": "standard", "max_attempts": 6},
     "max_pool_connections": 64,  # CONCURRENCY requests in flight, plus the model fetcher's
     "tcp_keepalive": True,  # an idle warm container's connections survive NAT and load-balancer timeouts
+    "parameter_validation": False,  # every call's parameters are built here, typed; S3 still checks them
     # Checksums only where S3 requires one: every request travels over TLS already, and the flexible
     # checksums cost CPU on every GET and PUT (benchmarks/s3_client.py).
     "request_checksum_calculation": "when_required",

@@ -92,3 +92,13 @@ def app(s3):
 def glyph_array() -> np.ndarray:
     """The '7' as an EMNIST-style array: white ink on black, 28x28 uint8."""
     return 255 - np.asarray(draw_seven(28, stroke=3, ink=0, paper=255))
+
+
+def label_record(data: bytes, classifier, max_pixels: int = 40_000_000, name: str = "page.png") -> dict:
+    """The record ``python -m handler label`` would print for one image's bytes."""
+    from handler.recognition import label, model_info
+    from handler.records import local_source, record_of
+
+    source = local_source(name, data)
+    (read,) = label([(source, data)], classifier, max_pixels)
+    return record_of(source, read, model_info(classifier))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from handler.imaging import ImageError, decode, normalise, prepare
-from handler.records import ErrorCode
+from handler.imaging.errors import ErrorCode
 from tests.conftest import draw_seven, png_bytes
 
 LIMIT = 40_000_000

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from handler import model
+from handler.ctc import decode_line, line_probability, one_character_probabilities
 from handler.imaging import candidates
 from handler.imaging.strip import FRAME, HEIGHT, WIDTH, strip_columns
-from handler.recognize import decode_line, line_probability, one_character_probabilities, read_page
+from handler.recognition import read_page
 from tests.test_strings import LIMIT, page, png
 
 CLASSES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
@@ -105,10 +106,10 @@ def test_a_blob_read_as_one_character_is_left_to_the_classifier(touching) -> Non
 
 def test_the_bundled_version_reads_touching_glyphs_with_its_line_reader(classifier) -> None:
     assert classifier.line_reader is not None
-    from handler.pipeline import label, local_source
+    from tests.conftest import label_record
 
     data = png(page([[0, 3, 1]], gap=-14))  # one blob of three glyphs
-    record = label([(local_source("p.png", data), data)], classifier, LIMIT)[0]
+    record = label_record(data, classifier, LIMIT, "p.png")
     assert len(record["characters"]) == 3 and "label" not in record
 
 

@@ -86,8 +86,7 @@ def test_temperature_scaling_keeps_the_ranking_and_softens_confidence() -> None:
 
 
 def test_a_calibrated_manifest_drives_the_review_flag(model_uri: str, tmp_path: Path) -> None:
-    from handler.pipeline import label, local_source
-    from tests.conftest import draw_seven, png_bytes
+    from tests.conftest import draw_seven, label_record, png_bytes
 
     folder = tmp_path / "calibrated"
     shutil.copytree(model_uri, folder)
@@ -96,7 +95,7 @@ def test_a_calibrated_manifest_drives_the_review_flag(model_uri: str, tmp_path: 
     (folder / "manifest.json").write_text(json.dumps(raw))
     classifier = model.load(str(folder), tmp_path / "cache")
     body = png_bytes(draw_seven())
-    (record,) = label([(local_source("7.png", body), body)], classifier, 40_000_000)
+    record = label_record(body, classifier, name="7.png")
     assert record["review"] is True  # nothing is that sure after softening
     raw["calibration"] = {"temperature": 99}
     with pytest.raises(ModelError, match="temperature"):

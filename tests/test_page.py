@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from handler.imaging import ImageError, decode, ops, page, prepare
+from handler.imaging.errors import ErrorCode
 from handler.imaging.page import find_ink
-from handler.records import ErrorCode
 from training.render import form_cell, pen_photo, scan_like
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "normaliser"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handler.recognize import read
+from handler.recognition import read
 from handler.records import (
     ERROR_SCHEMA,
     RESULT_SCHEMA,

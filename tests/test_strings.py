@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from handler.imaging import candidates, prepare
-from handler.pipeline import label, local_source
+from tests.conftest import label_record
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "normaliser"
 GLYPHS = [np.asarray(Image.open(FIXTURES / f"emnist-{i:02d}.png").convert("L")) for i in range(6)]
@@ -53,7 +53,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 
 def read(data: bytes, classifier) -> dict:
-    return label([(local_source("page.png", data), data)], classifier, LIMIT)[0]
+    return label_record(data, classifier, LIMIT)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from handler.config import DEFAULT_POINTER
+from handler.ctc import decode_line
 from handler.imaging import ImageError, decode
 from handler.imaging.page import find_ink
 from handler.imaging.segment import Box
@@ -40,7 +41,6 @@ from handler.model import (
     calibrate,
     sha256_file,
 )
-from handler.recognize import decode_line
 from training.calibrate import expected_calibration_error, fit_temperature
 from training.data import load_folder, stratified_split
 from training.render import string_page

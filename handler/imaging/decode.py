@@ -14,8 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from handler.imaging.errors import ImageError
-from handler.records import ErrorCode
+from handler.imaging.errors import ErrorCode, ImageError
 
 EXIF_ORIENTATION = 0x0112
 MAX_WORK_SIDE = 1024  # the normaliser never looks at more than this; larger images are reduced early

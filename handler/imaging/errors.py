@@ -1,8 +1,23 @@
-"""The one exception image code raises: an input that cannot be labelled, with a code a user can act on."""
+"""Why an input cannot be read: the codes a user can act on, and the one exception image code raises."""
 
 from __future__ import annotations
 
-from handler.records import ErrorCode
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """What a user can act on: re-upload, convert, shrink, or check the page has writing. ``NotFound``: the
+    object was deleted before it was read. ``Unreadable``: the service failed on this image (a bug, logged
+    with its traceback): report it; the rest of the batch goes on, and retrying the same bytes would fail
+    the same way."""
+
+    EMPTY = "Empty"
+    CORRUPT = "Corrupt"
+    UNSUPPORTED = "Unsupported"
+    TOO_LARGE = "TooLarge"
+    NO_INK = "NoInk"
+    NOT_FOUND = "NotFound"
+    UNREADABLE = "Unreadable"
 
 
 class ImageError(ValueError):

@@ -14,10 +14,9 @@ from PIL import Image
 
 from handler.imaging import ops
 from handler.imaging.decode import MIN_CONTRAST
-from handler.imaging.errors import ImageError
+from handler.imaging.errors import ErrorCode, ImageError
 from handler.imaging.page import MIN_INK_PIXELS, Ink, find_ink
 from handler.imaging.segment import Box
-from handler.records import ErrorCode
 
 SIDE = 28
 GLYPH = 24  # the glyph's longer side inside the 28x28 frame: a 2-pixel border

@@ -17,8 +17,7 @@ from PIL import Image
 
 from handler.imaging import ops
 from handler.imaging.decode import MAX_WORK_SIDE, MIN_CONTRAST
-from handler.imaging.errors import ImageError
-from handler.records import ErrorCode
+from handler.imaging.errors import ErrorCode, ImageError
 
 MIN_INK_PIXELS = 4
 HALF_FROM = 192  # pages at least this large on both sides are read at half resolution when it resolves them:

@@ -15,9 +15,9 @@ from itertools import pairwise
 import numpy as np
 
 from handler.imaging import ops
-from handler.imaging.errors import ImageError
+from handler.imaging.errors import ErrorCode, ImageError
 from handler.imaging.page import Ink
-from handler.records import ErrorCode
+from handler.readings import Box
 
 MAX_COMPONENTS = 400  # a page of noise: only the largest components are considered
 MAJOR = 0.35  # components at least this share of the tallest one's height can found a line
@@ -46,21 +46,6 @@ ALONE_CUT = 3.0  # ... times this for a blob alone on its line
 BRIDGE_COST = 0.3  # doubt for joining two blobs into one character ...
 GAP_COST = 10.0  # ... plus this much per line height of paper between them
 READ_WHOLE = 1.15  # a blob wider than this many line heights (or one that is cut) also goes to the line reader
-
-
-@dataclass(frozen=True)
-class Box:
-    """A rectangle in pixels: ``left``/``top`` inclusive, ``width``/``height`` its size."""
-
-    left: int
-    top: int
-    width: int
-    height: int
-
-    def scaled(self, sx: float, sy: float) -> Box:
-        left, top = int(np.floor(self.left * sx)), int(np.floor(self.top * sy))
-        right, bottom = int(np.ceil((self.left + self.width) * sx)), int(np.ceil((self.top + self.height) * sy))
-        return Box(left, top, max(1, right - left), max(1, bottom - top))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Where images meet the classifier's answers: probabilities -> typed readings.
+"""Images in, readings out: decode -> find and segment the ink -> score every candidate in one model
+batch -> the best reading of each input (:func:`label`), or the :class:`ImageError` that says why not.
 
 One character: the best labels, restricted to the characters a field may hold (``--allow``,
 ``x-amz-meta-allow``, ``ALLOW``) and renormalised over them. A page: the segmenter's candidate pieces are
@@ -13,15 +14,24 @@ into the capital's class, so allowing ``c`` allows the class ``C``.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from handler.imaging import Box, Candidates
+from handler.ctc import allowed_columns, decode_line, line_probability, one_character_probabilities
+from handler.imaging import Candidates, ImageError
+from handler.imaging.errors import ErrorCode, unreadable
+from handler.imaging.segment import Line as SegmentedLine
 from handler.imaging.segment import Piece, Wide
 from handler.imaging.strip import FRAME, strip_columns
-from handler.model import calibrate
+from handler.model import Classifier, calibrate
+from handler.readings import Alternative, Box, Character, Line, Reading
+from handler.records import ModelInfo, Source
+from handler.workers import Prepared, Scores, Workers, prepare_one, readable_of, scorer
 
 CHARACTER_BONUS = 0.3  # log-odds credited per character: a plain product of probabilities favours merging
 WHOLE_ODDS = 0.0  # the line reader's reading of a wide blob is kept when likelier than any single character ...
@@ -30,73 +40,11 @@ CONTEXT_MIN = 3  # characters on a line before the line says whether it is lette
 LINE_KINDS = {"letters": 0.25, "capitals": 0.25, "digits": 0.25, "mixed": 0.25}  # a word, a NAME, 1,234, A7X9
 REVIEW_SEGMENTATION = 0.5  # when another count of characters is as likely, the whole reading asks for review
 
+LOGGER = logging.getLogger(__name__)
+
 
 class AllowError(ValueError):
     """The allowed characters name something the model cannot read."""
-
-
-@dataclass(frozen=True)
-class Alternative:
-    label: str
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Character:
-    """One character: the best labels in order, where it is (input pixels), on which line, and whether a
-    person should check it (below the model's calibrated threshold)."""
-
-    top: tuple[Alternative, ...]
-    box: Box | None = None
-    line: int = 0
-    review: bool | None = None
-
-    @property
-    def label(self) -> str:
-        return self.top[0].label
-
-    @property
-    def confidence(self) -> float:
-        return self.top[0].confidence
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What an image says: its characters line by line, the characters they were restricted to (None: any),
-    how sure the split into characters is, and whether a person should check any of it."""
-
-    characters: tuple[Character, ...]
-    allowed: str | None = None
-    segmentation: float = 1.0
-    review: bool | None = None
-
-    @property
-    def text(self) -> str:
-        lines: dict[int, str] = {}
-        for character in self.characters:
-            lines[character.line] = lines.get(character.line, "") + character.label
-        return "\n".join(lines[line] for line in sorted(lines))
-
-    @property
-    def single(self) -> bool:
-        return len(self.characters) == 1
-
-    @property
-    def top(self) -> tuple[Alternative, ...]:
-        return self._only().top
-
-    @property
-    def label(self) -> str:
-        return self._only().label
-
-    @property
-    def confidence(self) -> float:
-        return self._only().confidence
-
-    def _only(self) -> Character:
-        if not self.single:
-            raise ValueError(f"the reading holds {len(self.characters)} characters, not one: use text/characters")
-        return self.characters[0]
 
 
 def allowed_mask(classes: str, allow: str) -> np.ndarray:
@@ -134,7 +82,6 @@ def _character(
     top_k: int,
     review_below: float | None,
     box: Box | None,
-    line: int,
     alone: np.ndarray | None = None,
 ) -> Character:
     """With ``alone`` (the character's probabilities before its line was taken into account), the label
@@ -146,7 +93,7 @@ def _character(
     if review_below is not None:
         sure = min(float(probabilities[order[0]]), float((probabilities if alone is None else alone)[order[0]]))
         review = sure < review_below
-    return Character(top, box, line, review)
+    return Character(top, box, review)
 
 
 def read(
@@ -160,86 +107,9 @@ def read(
     """One character: the best ``top_k`` labels; with ``allow``, only those classes, their probabilities
     summing to 1; with ``review_below`` (the model's calibrated threshold), whether a person should check it."""
     character = _character(
-        restrict(probabilities, classes, allow), classes, _top_k(classes, allow, top_k), review_below, None, 0
+        restrict(probabilities, classes, allow), classes, _top_k(classes, allow, top_k), review_below, None
     )
-    return Reading((character,), allow or None, 1.0, character.review)
-
-
-@dataclass(frozen=True)
-class LineCharacter:
-    """One character on the line reader's best path: its class, the columns it spans (first, peak, last)
-    and the class probabilities at its peak column (blank left out, summing to 1)."""
-
-    index: int
-    first: int
-    peak: int
-    last: int
-    probabilities: np.ndarray
-
-
-def allowed_columns(frames: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    """The line reader's columns with the classes outside ``allowed`` taken out (CTC's blank stays)."""
-    return frames * np.append(allowed, True)
-
-
-def decode_line(frames: np.ndarray, allowed: np.ndarray | None = None) -> list[LineCharacter]:
-    """CTC best path over (columns, classes + blank) probabilities: the likeliest class per column, repeats
-    merged, blanks dropped. With ``allowed`` (a class mask), the other classes are taken out first."""
-    if allowed is not None:
-        frames = allowed_columns(frames, allowed)
-    classes = frames.shape[1] - 1
-    best = frames.argmax(axis=1)
-    found: list[LineCharacter] = []
-    column = 0
-    while column < len(best):
-        index = int(best[column])
-        end = column
-        while end + 1 < len(best) and best[end + 1] == index:
-            end += 1
-        if index != classes:
-            peak = column + int(frames[column : end + 1, index].argmax())
-            at_peak = frames[peak, :classes]
-            found.append(LineCharacter(index, column, peak, end, at_peak / max(float(at_peak.sum()), 1e-30)))
-        column = end + 1
-    return found
-
-
-def line_probability(frames: np.ndarray, labels: list[int]) -> float:
-    """CTC's probability of the label sequence, summed over every alignment (the forward algorithm)."""
-    blank = frames.shape[1] - 1
-    extended = [blank]
-    for index in labels:
-        extended += [index, blank]
-    emit = frames[:, extended].astype(np.float64)  # (columns, states)
-    states = len(extended)
-    skip = np.zeros(states, dtype=bool)  # a state reachable two back: a label unlike the one before it
-    for state in range(2, states):
-        skip[state] = extended[state] != blank and extended[state] != extended[state - 2]
-    alpha = np.zeros(states)
-    alpha[0] = emit[0, 0]
-    if states > 1:
-        alpha[1] = emit[0, 1]
-    for column in range(1, len(frames)):
-        moved = alpha.copy()
-        moved[1:] += alpha[:-1]
-        moved[2:] += np.where(skip[2:], alpha[:-2], 0.0)
-        alpha = moved * emit[column]
-    return float(alpha[-1] + (alpha[-2] if states > 1 else 0.0))
-
-
-def one_character_probabilities(frames: np.ndarray) -> np.ndarray:
-    """CTC's probability that the blob holds exactly one character, of each class (forward algorithm,
-    every class at once)."""
-    frames = frames.astype(np.float64)
-    blank, labels = frames[:, -1], frames[:, :-1]
-    before, inside, after = blank[0], labels[0].copy(), np.zeros(labels.shape[1])
-    for column in range(1, len(frames)):
-        before, inside, after = (
-            before * blank[column],
-            (before + inside) * labels[column],
-            (inside + after) * blank[column],
-        )
-    return inside + after
+    return Reading((Line((character,)),), allow or None, 1.0, character.review)
 
 
 def _piece_score(piece: Piece, best: float) -> float:
@@ -354,6 +224,60 @@ def _read_whole(
     return tuple(characters), odds
 
 
+@dataclass(frozen=True)
+class _Page:
+    """What every line of one page is read with."""
+
+    found: Candidates
+    probabilities: np.ndarray  # one row per candidate piece, as the classifier gave them
+    restricted: np.ndarray  # the same, over the allowed classes only
+    classes: str
+    allow: str | None
+    top_k: int
+    review_below: float | None
+    strip_temperature: float
+
+
+def _options(page: _Page, line: SegmentedLine, strips: Iterator[np.ndarray]) -> list[_Option]:
+    """Every way to read part of a line: each candidate piece, and each wide blob that the line reader
+    (``strips``: its per-column probabilities, one per wide blob in page order) reads as touching characters."""
+    top_probability = page.restricted[line.offset : line.offset + len(line.pieces)].max(axis=1)
+    options = [
+        _Option(piece.first, piece.last, _piece_score(piece, float(top_probability[index])), index)
+        for index, piece in enumerate(line.pieces)
+    ]
+    for wide in line.wide:
+        frames = next(strips, None)
+        if frames is None:
+            break
+        whole, odds = _read_whole(
+            wide, frames, page.found, classes=page.classes, allow=page.allow, temperature=page.strip_temperature
+        )
+        alone = len(page.found.segmentation.lines) == 1 and (wide.first, wide.last) == (0, line.atoms - 1)
+        if odds > (ALONE_ODDS if alone else WHOLE_ODDS):  # touching characters: read whole, never cut
+            options = [o for o in options if o.last < wide.first or o.first > wide.last]
+            score = sum(math.log(max(float(p.max()), 1e-12)) + CHARACTER_BONUS for p, _ in whole)
+            options.append(_Option(wide.first, wide.last, score, characters=whole))
+    return options
+
+
+def _read_line(page: _Page, line: SegmentedLine, strips: Iterator[np.ndarray]) -> tuple[Line, float]:
+    """One line's best reading, and how sure its count of characters is."""
+    chosen, sure = _best_split(line.atoms, _options(page, line, strips))
+    reads: list[tuple[np.ndarray, Box]] = []
+    for option in chosen:
+        if option.piece is None:
+            reads.extend(option.characters)
+        else:
+            reads.append((page.restricted[line.offset + option.piece], page.found.box(line.pieces[option.piece])))
+    in_context = _in_context([probabilities for probabilities, _ in reads], page.classes)
+    characters = tuple(
+        _character(probabilities, page.classes, page.top_k, page.review_below, box, alone)
+        for probabilities, (alone, box) in zip(in_context, reads, strict=True)
+    )
+    return Line(characters), sure
+
+
 def read_page(
     found: Candidates,
     probabilities: np.ndarray,
@@ -370,47 +294,139 @@ def read_page(
     With the line reader's ``strips`` (per-column probabilities, one per wide blob), a wide blob that it
     reads as two or more characters is read its way: touching characters are read whole, not cut."""
     restricted = restrict(probabilities, classes, allow)
-    top_k = _top_k(classes, allow, top_k)
-    top_probability = restricted.max(axis=1)
-    characters: list[Character] = []
+    page = _Page(
+        found, probabilities, restricted, classes, allow, _top_k(classes, allow, top_k), review_below, strip_temperature
+    )
+    remaining = iter(() if strips is None else strips)
+    lines: list[Line] = []
     segmentation = 1.0
-    strip = 0
-    for number, line in enumerate(found.segmentation.lines):
-        options = [
-            _Option(piece.first, piece.last, _piece_score(piece, float(top_probability[line.offset + index])), index)
-            for index, piece in enumerate(line.pieces)
-        ]
-        for wide in line.wide:
-            if strips is None or strip >= len(strips):
-                break
-            whole, odds = _read_whole(
-                wide,
-                strips[strip],
-                found,
-                classes=classes,
-                allow=allow,
-                temperature=strip_temperature,
-            )
-            strip += 1
-            alone = len(found.segmentation.lines) == 1 and (wide.first, wide.last) == (0, line.atoms - 1)
-            if odds > (ALONE_ODDS if alone else WHOLE_ODDS):  # touching characters: read whole, never cut
-                options = [o for o in options if o.last < wide.first or o.first > wide.last]
-                score = sum(math.log(max(float(p.max()), 1e-12)) + CHARACTER_BONUS for p, _ in whole)
-                options.append(_Option(wide.first, wide.last, score, characters=whole))
-        chosen, sure = _best_split(line.atoms, options)
+    for line in found.segmentation.lines:
+        read_line, sure = _read_line(page, line, remaining)
+        lines.append(read_line)
         segmentation *= sure
-        reads: list[tuple[np.ndarray, Box]] = []
-        for option in chosen:
-            if option.piece is None:
-                reads.extend(option.characters)
-            else:
-                reads.append((restricted[line.offset + option.piece], found.box(line.pieces[option.piece])))
-        in_context = _in_context([probabilities for probabilities, _ in reads], classes)
-        characters += [
-            _character(probabilities, classes, top_k, review_below, box, number, alone)
-            for probabilities, (alone, box) in zip(in_context, reads, strict=True)
-        ]
     review = None
     if review_below is not None:
-        review = any(character.review for character in characters) or segmentation < REVIEW_SEGMENTATION
-    return Reading(tuple(characters), allow or None, round(segmentation, 4), review)
+        flagged = any(character.review for line in lines for character in line.characters)
+        review = flagged or segmentation < REVIEW_SEGMENTATION
+    return Reading(tuple(lines), allow or None, round(segmentation, 4), review)
+
+
+class Deadline:
+    """Time left in this invocation (Lambda's ``get_remaining_time_in_millis``), and whether one more step fits.
+
+    A step fits if, after the longest step seen so far, ``reserve`` seconds remain to write records
+    and answer. What does not fit is handed back as ``deferred`` for a retry, never cut off mid-write.
+    """
+
+    def __init__(self, remaining_ms: Callable[[], int], reserve: float = 5.0) -> None:
+        self.remaining_ms = remaining_ms
+        self.reserve = reserve
+        self.longest = 0.0
+
+    def allows(self) -> bool:
+        return self.remaining_ms() / 1000 > self.reserve + self.longest
+
+    def took(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
+
+Outcome = Reading | ImageError | None
+"""What :func:`label` gives each input: its reading, why it cannot be read, or None (deferred: no time)."""
+
+
+def model_info(classifier: Classifier) -> ModelInfo:
+    return ModelInfo(classifier.manifest.version, classifier.manifest.runtime_sha256)
+
+
+def label(
+    items: Sequence[tuple[Source, bytes | ImageError]],
+    classifier: Classifier,
+    max_pixels: int,
+    top_k: int = 5,
+    *,
+    deadline: Deadline | None = None,
+    workers: Workers | None = None,
+    allow: str | Sequence[str | None] | None = None,
+) -> list[Outcome]:
+    """A :class:`Reading` or an :class:`ImageError` per item, in order; every readable image is predicted
+    in a single batch. Items that are already an error (the input is gone, too large) stay that error.
+
+    ``allow`` restricts answers to those characters: one string for every item, or one per item.
+    With ``workers``, decoding and normalising run on every vCPU. With a ``deadline`` (and no workers),
+    an image whose decoding no longer fits gets None (deferred) instead of a reading.
+    """
+    payloads = [payload for _, payload in items]
+    pages, scores = _prepare_and_score(payloads, classifier, max_pixels, deadline, workers)
+    allows = [allow] * len(items) if allow is None or isinstance(allow, str) else list(allow)
+    read: list[Outcome] = []
+    for index, ((source, _), page) in enumerate(zip(items, pages, strict=True)):
+        if isinstance(page, Candidates):
+            read.append(_read_scored(source.key, page, scores[index], classifier, top_k, allows[index]))
+        else:
+            read.append(page)
+    return read
+
+
+def _prepare_and_score(
+    payloads: Sequence[bytes | ImageError],
+    classifier: Classifier,
+    max_pixels: int,
+    deadline: Deadline | None,
+    workers: Workers | None,
+) -> tuple[list[Prepared | None], dict[int, Scores]]:
+    """Each payload's candidates (or its error; None: deferred) and the model's scores of the readable ones."""
+    prepared: list[Prepared | None] = [p if isinstance(p, ImageError) else None for p in payloads]
+    todo = [i for i, payload in enumerate(payloads) if not isinstance(payload, ImageError)]
+    scores: dict[int, Scores] = {}
+    score = scorer(classifier)
+
+    def predict(indices: list[int]) -> None:
+        readable = [i for i in indices if isinstance(prepared[i], Candidates)]
+        scores.update(zip(readable, score([prepared[i] for i in readable]), strict=True))  # type: ignore[misc]
+
+    started = time.perf_counter()
+    if workers and workers.processes and len(todo) > 1:
+        for positions, share, predicted in workers.shares([payloads[i] for i in todo], max_pixels):  # type: ignore[misc]
+            indices = [todo[position] for position in positions]
+            for index, result in zip(indices, share, strict=True):
+                prepared[index] = result
+            if predicted is None:
+                predict(indices)  # the caller's own share, while the helpers finish theirs
+            else:
+                scores.update(zip([indices[i] for i in readable_of(share)], predicted, strict=True))
+        if deadline:
+            deadline.took(time.perf_counter() - started)
+        return prepared, scores
+    for i in todo:
+        if deadline and not deadline.allows():
+            continue
+        started = time.perf_counter()
+        prepared[i] = prepare_one(payloads[i], max_pixels)  # type: ignore[arg-type]
+        if deadline:
+            deadline.took(time.perf_counter() - started)
+    predict(todo)
+    return prepared, scores
+
+
+def _read_scored(
+    name: str, page: Candidates, scores: Scores, classifier: Classifier, top_k: int, allow: str | None
+) -> Reading | ImageError:
+    """One scored page's reading. A bug on this input's reading is its own error, not its batch's."""
+    try:
+        return read_page(
+            page,
+            scores.glyphs,
+            classifier.classes,
+            strips=scores.strips,
+            strip_temperature=classifier.line_reader.temperature if classifier.line_reader else 1.0,
+            top_k=top_k,
+            allow=allow,
+            review_below=classifier.manifest.review_below,
+        )
+    except AllowError as exc:
+        return ImageError(ErrorCode.UNSUPPORTED, str(exc))
+    except MemoryError:
+        raise
+    except Exception as exc:
+        LOGGER.exception("reading %s failed", name)
+        return unreadable(exc)

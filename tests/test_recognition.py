@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.recognize import AllowError, allowed_mask, read
+from handler.recognition import AllowError, allowed_mask, read
 from infra.local_s3 import LocalContext, s3_notification
 from tests.conftest import BUCKET, draw_seven, png_bytes
 
@@ -90,7 +90,7 @@ def _row(**probabilities: float) -> np.ndarray:
 
 
 def test_a_line_of_letters_reads_an_ambiguous_character_as_a_letter_and_a_line_of_digits_as_a_digit() -> None:
-    from handler.recognize import _in_context
+    from handler.recognition import _in_context
 
     classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
     ambiguous = _row(_0=0.6, O=0.4)
@@ -106,16 +106,16 @@ def test_a_line_of_letters_reads_an_ambiguous_character_as_a_letter_and_a_line_o
 
 
 def test_a_label_its_line_made_sure_of_still_asks_for_review_when_the_character_alone_is_not() -> None:
-    from handler.recognize import _character
+    from handler.recognition import _character
 
     classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
     in_line, alone = _row(O=0.999), _row(_0=0.55, O=0.45)
-    assert _character(in_line, classes, 3, 0.99, None, 0, alone).review is True
-    assert _character(in_line, classes, 3, 0.99, None, 0, in_line).review is False
+    assert _character(in_line, classes, 3, 0.99, None, alone).review is True
+    assert _character(in_line, classes, 3, 0.99, None, in_line).review is False
 
 
 def test_a_line_of_capitals_reads_an_ambiguous_f_as_a_capital() -> None:
-    from handler.recognize import _in_context
+    from handler.recognition import _in_context
 
     classes = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
     line = _in_context([_row(M=0.95), _row(A=0.95), _row(f=0.55, F=0.45), _row(K=0.95), _row(E=0.95)], classes)
