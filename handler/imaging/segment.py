@@ -236,89 +236,128 @@ def segment(ink: Ink) -> Segmentation:
     if len(found) == 0:
         raise ImageError(ErrorCode.NO_INK, "no handwriting found: nothing left once lines and specks were removed")
     if len(found) == 1:  # one stroke: one character, unless it is as wide as a pair
-        top, bottom, left, right = (int(v[0]) for v in (found.top, found.bottom, found.left, found.right))
-        if right - left + 1 <= WIDE_ALONE * (bottom - top + 1):
-            box = Box(left, top, right - left + 1, bottom - top + 1)
-            mask = ink.mask[top : bottom + 1, left : right + 1]
-            wide = (_wide(0, 0, box, mask),) if box.width > READ_WHOLE * box.height else ()
-            line = Line(1, float(box.height), (Piece(0, 0, box, 0.0),), 0, wide)
-            return Segmentation((line,), ((box, mask),), ink.mask.shape, tuple((w.box, mask) for w in wide))
+        alone = _one_stroke(ink, found)
+        if alone is not None:
+            return alone
     order = np.argsort(-found.area, kind="stable")[:MAX_COMPONENTS]
     lines: list[Line] = []
     masks: list[tuple[Box, np.ndarray]] = []
     wide_masks: list[tuple[Box, np.ndarray]] = []
     for members in _lines(found, order):
         blobs = _blobs(found, members)
-        heights = [blob.bottom - blob.top + 1 for blob in blobs]
-        height = max(float(np.percentile(heights, 75)), 0.8 * max(heights))  # fragments do not lower it
-        widths = [blob.right - blob.left + 1 for blob in blobs]
-        # How wide one character is here: its neighbours say best (a touching pair is twice as wide as they
-        # are); a line of one or two blobs has only its height to go by.
-        typical = TYPICAL_WIDTH * height
-        if len(blobs) >= MIN_NEIGHBOURS:  # narrower neighbours say more; wider ones may be touching pairs
-            typical = min(typical, float(np.median(widths)))
-        if len(blobs) == 1:
-            widest = WIDE_ALONE * height
-        elif len(blobs) >= MIN_NEIGHBOURS:
-            widest = min(WIDE_PIECE * height, WIDE_NEIGHBOURS * typical)
-        else:
-            widest = WIDE_PIECE * height
-        # Atoms: (left, right) column spans, each with its blob and the doubt of the cut at its left edge.
-        atoms: list[tuple[int, int, int]] = []
-        cut_at: list[float] = []
-        blob_masks = []
-        wide_blobs: list[Wide] = []
-        for number, blob in enumerate(blobs):
-            keep = np.zeros(len(found), dtype=bool)
-            keep[blob.members] = True
-            blob_mask = _crop_mask(found, keep, blob)
-            blob_masks.append(blob_mask)
-            edges, costs = [0], [0.0]
-            wide = WIDE_ALONE * height if len(blobs) == 1 else min(WIDE * height, WIDE_NEIGHBOURS * typical)
-            if (blob.right - blob.left + 1) > wide:
-                expected = round((blob.right - blob.left + 1) / typical)  # characters it may hold
-                cuts, cut_costs = _cuts(blob_mask, height, min(MAX_CUTS, max(1, 2 * expected - 1)))
-                if len(blobs) == 1:  # nothing else on its line: far more often one wide character than a pair
-                    cut_costs = [cost * ALONE_CUT for cost in cut_costs]
-                edges += cuts
-                costs += cut_costs
-            edges.append(blob.right - blob.left + 1)
-            edges, costs = _inked_atoms(blob_mask, edges, costs)
-            if len(edges) > 2 or (blob.right - blob.left + 1) > READ_WHOLE * height:
-                box = Box(blob.left, blob.top, blob.right - blob.left + 1, blob.bottom - blob.top + 1)
-                wide_blobs.append(_wide(len(atoms), len(atoms) + len(edges) - 2, box, blob_mask))
-                wide_masks.append((box, blob_mask))
-            atoms += [(blob.left + a, blob.left + b - 1, number) for a, b in pairwise(edges)]
-            cut_at += costs
-        cut_at.append(0.0)
-        pieces = []
-        for first in range(len(atoms)):
-            bridges = 0.0
-            for last in range(first, len(atoms)):
-                left, right = _span(atoms, first, last)
-                if last > first and ((right - left + 1) > MAX_PIECE * height or last - first >= MAX_ATOMS):
-                    break
-                if last > first and atoms[last][2] != atoms[last - 1][2]:
-                    gap = max(0, blobs[atoms[last][2]].left - blobs[atoms[last - 1][2]].right - 1) / height
-                    if gap > MERGE_GAP:
-                        break
-                    bridges += BRIDGE_COST + GAP_COST * gap
-                doubt = max(0.0, (right - left + 1 - widest) / height) ** 2 / (2 * WIDTH_SPREAD**2)
-                shaped = _piece_mask(blobs, blob_masks, atoms, first, last)
-                if shaped is None:  # columns of paper between the parts of a blob: no character there
-                    continue
-                box, piece_mask = shaped
-                doubt += LOW_COST * max(0.0, LOW_PIECE - box.height / height) / LOW_PIECE
-                doubt += bridges + (cut_at[first] + cut_at[last + 1]) / 2
-                pieces.append(Piece(first, last, box, doubt))
-                masks.append((box, piece_mask))
-        lines.append(Line(len(atoms), height, tuple(pieces), len(masks) - len(pieces), tuple(wide_blobs)))
+        height, typical, widest = _line_scale(blobs)
+        atoms = _atoms(found, blobs, height, typical)
+        wide_masks += atoms.wide_masks
+        pieces = _pieces(blobs, atoms, height, widest)
+        masks += [(piece.box, mask) for piece, mask in pieces]
+        offset = len(masks) - len(pieces)
+        lines.append(Line(len(atoms.spans), height, tuple(p for p, _ in pieces), offset, tuple(atoms.wide)))
         if len(masks) > MAX_PIECES:
             raise ImageError(
                 ErrorCode.TOO_LARGE,
                 f"more than {MAX_PIECES} candidate characters on one page: not a page of handwriting we can read",
             )
     return Segmentation(tuple(lines), tuple(masks), ink.mask.shape, tuple(wide_masks))
+
+
+def _one_stroke(ink: Ink, found: ops.Components) -> Segmentation | None:
+    """A page of one connected stroke no wider than a pair of characters: one character."""
+    top, bottom, left, right = (int(v[0]) for v in (found.top, found.bottom, found.left, found.right))
+    if right - left + 1 > WIDE_ALONE * (bottom - top + 1):
+        return None
+    box = Box(left, top, right - left + 1, bottom - top + 1)
+    mask = ink.mask[top : bottom + 1, left : right + 1]
+    wide = (_wide(0, 0, box, mask),) if box.width > READ_WHOLE * box.height else ()
+    line = Line(1, float(box.height), (Piece(0, 0, box, 0.0),), 0, wide)
+    return Segmentation((line,), ((box, mask),), ink.mask.shape, tuple((w.box, mask) for w in wide))
+
+
+def _line_scale(blobs: list[_Blob]) -> tuple[float, float, float]:
+    """A line's height, how wide one character is on it, and how wide a piece may be before it is doubted.
+
+    How wide one character is: its neighbours say best (a touching pair is twice as wide as they are); a
+    line of one or two blobs has only its height to go by."""
+    heights = [blob.bottom - blob.top + 1 for blob in blobs]
+    height = max(float(np.percentile(heights, 75)), 0.8 * max(heights))  # fragments do not lower it
+    widths = [blob.right - blob.left + 1 for blob in blobs]
+    typical = TYPICAL_WIDTH * height
+    if len(blobs) >= MIN_NEIGHBOURS:  # narrower neighbours say more; wider ones may be touching pairs
+        typical = min(typical, float(np.median(widths)))
+    if len(blobs) == 1:
+        widest = WIDE_ALONE * height
+    elif len(blobs) >= MIN_NEIGHBOURS:
+        widest = min(WIDE_PIECE * height, WIDE_NEIGHBOURS * typical)
+    else:
+        widest = WIDE_PIECE * height
+    return height, typical, widest
+
+
+@dataclass
+class _Atoms:
+    """A line cut into atoms: (left, right, blob) column spans, the doubt of the cut at each atom's left edge
+    (and one more after the last), each blob's ink mask, and the blobs to be read whole."""
+
+    spans: list[tuple[int, int, int]]
+    cut_at: list[float]
+    blob_masks: list[np.ndarray]
+    wide: list[Wide]
+    wide_masks: list[tuple[Box, np.ndarray]]
+
+
+def _atoms(found: ops.Components, blobs: list[_Blob], height: float, typical: float) -> _Atoms:
+    """Each blob cut at the valleys of its ink profile where it is wider than one character."""
+    atoms = _Atoms([], [], [], [], [])
+    for number, blob in enumerate(blobs):
+        keep = np.zeros(len(found), dtype=bool)
+        keep[blob.members] = True
+        blob_mask = _crop_mask(found, keep, blob)
+        atoms.blob_masks.append(blob_mask)
+        edges, costs = [0], [0.0]
+        wide = WIDE_ALONE * height if len(blobs) == 1 else min(WIDE * height, WIDE_NEIGHBOURS * typical)
+        if (blob.right - blob.left + 1) > wide:
+            expected = round((blob.right - blob.left + 1) / typical)  # characters it may hold
+            cuts, cut_costs = _cuts(blob_mask, height, min(MAX_CUTS, max(1, 2 * expected - 1)))
+            if len(blobs) == 1:  # nothing else on its line: far more often one wide character than a pair
+                cut_costs = [cost * ALONE_CUT for cost in cut_costs]
+            edges += cuts
+            costs += cut_costs
+        edges.append(blob.right - blob.left + 1)
+        edges, costs = _inked_atoms(blob_mask, edges, costs)
+        if len(edges) > 2 or (blob.right - blob.left + 1) > READ_WHOLE * height:
+            box = Box(blob.left, blob.top, blob.right - blob.left + 1, blob.bottom - blob.top + 1)
+            first = len(atoms.spans)
+            atoms.wide.append(_wide(first, first + len(edges) - 2, box, blob_mask))
+            atoms.wide_masks.append((box, blob_mask))
+        atoms.spans += [(blob.left + a, blob.left + b - 1, number) for a, b in pairwise(edges)]
+        atoms.cut_at += costs
+    atoms.cut_at.append(0.0)
+    return atoms
+
+
+def _pieces(blobs: list[_Blob], atoms: _Atoms, height: float, widest: float) -> list[tuple[Piece, np.ndarray]]:
+    """Every run of consecutive atoms that could be one character, with the geometry's doubt and its ink."""
+    spans, cut_at = atoms.spans, atoms.cut_at
+    pieces = []
+    for first in range(len(spans)):
+        bridges = 0.0
+        for last in range(first, len(spans)):
+            left, right = _span(spans, first, last)
+            if last > first and ((right - left + 1) > MAX_PIECE * height or last - first >= MAX_ATOMS):
+                break
+            if last > first and spans[last][2] != spans[last - 1][2]:
+                gap = max(0, blobs[spans[last][2]].left - blobs[spans[last - 1][2]].right - 1) / height
+                if gap > MERGE_GAP:
+                    break
+                bridges += BRIDGE_COST + GAP_COST * gap
+            doubt = max(0.0, (right - left + 1 - widest) / height) ** 2 / (2 * WIDTH_SPREAD**2)
+            shaped = _piece_mask(blobs, atoms.blob_masks, spans, first, last)
+            if shaped is None:  # columns of paper between the parts of a blob: no character there
+                continue
+            box, piece_mask = shaped
+            doubt += LOW_COST * max(0.0, LOW_PIECE - box.height / height) / LOW_PIECE
+            doubt += bridges + (cut_at[first] + cut_at[last + 1]) / 2
+            pieces.append((Piece(first, last, box, doubt), piece_mask))
+    return pieces
 
 
 def _inked_atoms(mask: np.ndarray, edges: list[int], costs: list[float]) -> tuple[list[int], list[float]]:
