@@ -19,11 +19,11 @@ $(VENV)/.python:
 	$(PYTHON) -m venv $(VENV)
 	@touch $@
 
-$(VENV)/.demo: $(VENV)/.python requirements/runtime.txt requirements/demo.txt
+$(VENV)/.demo: $(VENV)/.python requirements/runtime.txt requirements/constraints.txt requirements/demo.txt
 	$(PIP) install -r requirements/demo.txt
 	@touch $@
 
-$(VENV)/.dev: $(VENV)/.python requirements/runtime.txt requirements/training.txt requirements/dev.txt
+$(VENV)/.dev: $(VENV)/.python requirements/runtime.txt requirements/constraints.txt requirements/training.txt requirements/dev.txt
 	$(PIP) install -r requirements/dev.txt
 	@touch $@ $(VENV)/.demo
 
@@ -49,8 +49,8 @@ template: $(TOOLS)/.sam  ## cfn-lint and sam validate --lint on template.yaml
 	$(TOOLS)/bin/cfn-lint --include-checks I -- template.yaml
 	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/bin/sam validate --lint --template template.yaml
 
-image-check:  ## install the image's runtime requirements in a clean venv, import the entry points, print size
-	$(PYTHON) infra/check_image_requirements.py
+image-check: $(VENV)/.dev  ## the image's requirements in a clean venv (entry points, size), and the dev venv on the same pins
+	$(PYTHON) infra/check_image_requirements.py --dev-python $(PY)
 
 BENCHMARKS = cold_start speed s3_client s3_path cost throughput recognition strings touching askew allow_digits limits
 

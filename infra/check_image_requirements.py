@@ -8,7 +8,10 @@ the pinned set (runtime.txt + constraints.txt) is also resolved with ``pip downl
 :all: --platform manylinux_... --python-version 3.12`` for both architectures: every package needs a
 wheel there, and every package pip picks must be pinned in constraints.txt.
 
-Run: python3 infra/check_image_requirements.py   (target: under 300 MB)
+The development virtualenv installs with the same constraints, so the tests run against the versions
+the image installs; ``--dev-python .venv/bin/python`` fails the check when any shared package drifts.
+
+Run: python3 infra/check_image_requirements.py --dev-python .venv/bin/python   (target: under 300 MB)
      python3 infra/check_image_requirements.py --refresh   (rewrite constraints.txt from runtime.txt)
 """
 
@@ -111,6 +114,38 @@ def check_platform_wheels() -> bool:
     return ok
 
 
+def check_development_environment(python: Path) -> bool:
+    """The tests run against what the image installs: every package pinned in constraints.txt that the
+    development virtualenv holds must be at the pinned version (both install with ``-c constraints.txt``;
+    a hand-installed upgrade, or a dev pin that overrides the image's, is drift)."""
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    installed = {canonical(item["name"]): item["version"] for item in json.loads(listed.stdout)}
+    pins = pinned()
+    drift = {
+        name: (pins[name], installed[name])
+        for name in sorted(pins)
+        if name in installed and installed[name] != pins[name]
+    }
+    missing = sorted(
+        name for name in ("boto3", "botocore", "numpy", "pillow", "ai-edge-litert") if name not in installed
+    )
+    for name, (want, have) in drift.items():
+        print(f"drift: {name} is {have} in the development environment, the image pins {want}")
+    if missing:
+        print(f"drift: the development environment lacks {missing}")
+    shared = sum(1 for name in pins if name in installed)
+    if not drift and not missing:
+        print(
+            f"development environment ({python}): the {shared} packages it shares with the image match constraints.txt"
+        )
+    return not drift and not missing
+
+
 def refresh_constraints() -> int:
     pins: dict[str, str] = {}
     for architecture in ARCHITECTURES:
@@ -128,6 +163,8 @@ def main() -> int:
         return refresh_constraints()
     sys.path.insert(0, str(ROOT))
     wheels_ok = check_platform_wheels()
+    if "--dev-python" in sys.argv[1:]:
+        wheels_ok &= check_development_environment(Path(sys.argv[sys.argv.index("--dev-python") + 1]))
     from infra.cfn import entry_points, load_template
 
     targets = entry_points(load_template(ROOT / "template.yaml"))
@@ -170,7 +207,8 @@ def main() -> int:
         wheels_ok and all(report["entry_points"].values()) and not report["tensorflow"] and installed + task < TARGET_MB
     )
     print(
-        f"target < {TARGET_MB} MB, wheels for both architectures, all entry points, no TensorFlow: {'PASS' if ok else 'FAIL'}"
+        f"target < {TARGET_MB} MB, wheels for both architectures, development environment in step, all entry points, "
+        f"no TensorFlow: {'PASS' if ok else 'FAIL'}"
     )
     return 0 if ok else 1
 
