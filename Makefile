@@ -54,7 +54,7 @@ image-check: $(VENV)/.dev  ## the image's requirements in a clean venv (entry po
 
 BENCHMARKS = cold_start speed s3_client s3_path cost throughput recognition strings touching askew allow_digits limits
 
-bench: $(VENV)/.dev  ## every benchmark beside its target (a FAIL does not stop the rest), then the README's tables regenerated
+bench: $(VENV)/.dev  ## every benchmark beside its target (a FAIL does not stop the rest), then the tables in README.md, docs/BENCHMARKS.md and docs/MODEL.md regenerated
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py || echo "benchmarks/$$b.py: FAIL (exit $$?)"; done
 	$(PY) benchmarks/report.py
 

@@ -121,11 +121,11 @@ class _Batch:
     sources: Sequence[Source]
     sink: RecordSink
     outcomes: dict[int, Outcome]
-    started: list[Future[Any]] = field(default_factory=list)
+    started: set[Future[Any]] = field(default_factory=set)  # requests still to be waited for
     writes: list[tuple[int, Future[Outcome]]] = field(default_factory=list)
 
     def submit(self, function: Callable[[T], R], argument: T) -> Future[R]:
-        self.started.append(future := self.service.io.submit(function, argument))
+        self.started.add(future := self.service.io.submit(function, argument))
         return future
 
     def fetch(self, chunk: list[int]) -> list[tuple[int, Future[Fetched]]]:
@@ -139,6 +139,7 @@ class _Batch:
                 ready.append((index, future.result()))
             except Exception as exc:  # noqa: BLE001 - an infrastructure fault: reported per input, retried
                 self.outcomes[index] = Outcome(self.sources[index], "failed", failure=repr(exc))
+            self.started.discard(future)  # done: its body must not outlive its chunk (memory holds two chunks)
         return ready
 
     def commit(self, index: int, source: Source, read: Reading | ImageError) -> None:
