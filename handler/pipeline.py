@@ -82,7 +82,7 @@ def batch_result(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-Fetched = tuple[Source, bytes | ImageError, str | None]  # the input as read, its bytes (or why not), its allow
+Arrived = tuple[Source, bytes | ImageError, str | None]  # the input as read, its bytes (or why not), its allow
 
 
 def _chunks(indices: list[int], sources: Sequence[Source], max_items: int, max_bytes: int) -> Iterator[list[int]]:
@@ -100,7 +100,7 @@ def _chunks(indices: list[int], sources: Sequence[Source], max_items: int, max_b
         yield chunk
 
 
-def fetch(service: Service, source: Source) -> Fetched:
+def fetch(service: Service, source: Source) -> Arrived:
     """An input's bytes and the characters its field may hold (``x-amz-meta-allow``, else ``ALLOW``); an
     input that is gone or too large becomes its error here. Other faults raise (the input is retried)."""
     settings = service.settings
@@ -128,10 +128,10 @@ class _Batch:
         self.started.add(future := self.service.io.submit(function, argument))
         return future
 
-    def fetch(self, chunk: list[int]) -> list[tuple[int, Future[Fetched]]]:
+    def fetch(self, chunk: list[int]) -> list[tuple[int, Future[Arrived]]]:
         return [(index, self.submit(lambda i: fetch(self.service, self.sources[i]), index)) for index in chunk]
 
-    def arrived(self, fetching: list[tuple[int, Future[Fetched]]]) -> list[tuple[int, Fetched]]:
+    def arrived(self, fetching: list[tuple[int, Future[Arrived]]]) -> list[tuple[int, Arrived]]:
         """The chunk's fetched inputs; one whose fetch failed gets its outcome (``failed``) instead."""
         ready = []
         for index, future in fetching:
@@ -187,7 +187,7 @@ def process(
     return sink.finish(final)
 
 
-def _read(batch: _Batch, arrived: list[tuple[int, Fetched]], deadline: Deadline | None) -> None:
+def _read(batch: _Batch, arrived: list[tuple[int, Arrived]], deadline: Deadline | None) -> None:
     """Read a chunk's inputs (one model batch) and hand each reading to the sink; an input the deadline
     left unread gets no outcome here (deferred)."""
     service = batch.service

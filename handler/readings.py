@@ -26,12 +26,6 @@ class Box:
         right, bottom = math.ceil((self.left + self.width) * sx), math.ceil((self.top + self.height) * sy)
         return Box(left, top, max(1, right - left), max(1, bottom - top))
 
-    def union(self, other: Box) -> Box:
-        left, top = min(self.left, other.left), min(self.top, other.top)
-        right = max(self.left + self.width, other.left + other.width)
-        bottom = max(self.top + self.height, other.top + other.height)
-        return Box(left, top, right - left, bottom - top)
-
 
 @dataclass(frozen=True)
 class Alternative:
@@ -66,16 +60,6 @@ class Line:
     @property
     def text(self) -> str:
         return "".join(character.label for character in self.characters)
-
-    @property
-    def box(self) -> Box | None:
-        boxes = [character.box for character in self.characters if character.box is not None]
-        if not boxes:
-            return None
-        union = boxes[0]
-        for box in boxes[1:]:
-            union = union.union(box)
-        return union
 
 
 @dataclass(frozen=True)

@@ -229,8 +229,7 @@ class _Page:
     """What every line of one page is read with."""
 
     found: Candidates
-    probabilities: np.ndarray  # one row per candidate piece, as the classifier gave them
-    restricted: np.ndarray  # the same, over the allowed classes only
+    restricted: np.ndarray  # one row per candidate piece, over the allowed classes only
     classes: str
     allow: str | None
     top_k: int
@@ -294,9 +293,7 @@ def read_page(
     With the line reader's ``strips`` (per-column probabilities, one per wide blob), a wide blob that it
     reads as two or more characters is read its way: touching characters are read whole, not cut."""
     restricted = restrict(probabilities, classes, allow)
-    page = _Page(
-        found, probabilities, restricted, classes, allow, _top_k(classes, allow, top_k), review_below, strip_temperature
-    )
+    page = _Page(found, restricted, classes, allow, _top_k(classes, allow, top_k), review_below, strip_temperature)
     remaining = iter(() if strips is None else strips)
     lines: list[Line] = []
     segmentation = 1.0

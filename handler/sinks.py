@@ -110,9 +110,12 @@ class ObjectSink:
     ) -> None:
         self.storage = storage
         self.model = model
-        self.model_version = model.version
         self.prefixes = prefixes  # input, output, errors
         self.skip_existing = skip_existing
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version
 
     def slots(self, input_key: str) -> RecordSlots:
         return RecordSlots.of(input_key, *self.prefixes)

@@ -30,7 +30,6 @@ from handler.config import DEFAULT_POINTER
 from handler.ctc import decode_line
 from handler.imaging import ImageError, decode
 from handler.imaging.page import find_ink
-from handler.imaging.segment import Box
 from handler.imaging.strip import HEIGHT, WIDTH, to_strip
 from handler.model import (
     LINE_READER_FILE,
@@ -41,6 +40,7 @@ from handler.model import (
     calibrate,
     sha256_file,
 )
+from handler.readings import Box
 from training.calibrate import expected_calibration_error, fit_temperature
 from training.data import load_folder, stratified_split
 from training.render import string_page

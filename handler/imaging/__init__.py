@@ -12,10 +12,11 @@ from handler.imaging.decode import MAX_WORK_SIDE, decode, decode_sized
 from handler.imaging.errors import ImageError
 from handler.imaging.glyph import as_emnist, glyph_of, normalise, to_glyph
 from handler.imaging.page import find_ink
-from handler.imaging.segment import Box, Line, Piece, Segmentation, Wide, segment
+from handler.imaging.segment import Line, Piece, Segmentation, Wide, segment
 from handler.imaging.strip import HEIGHT as STRIP_HEIGHT
 from handler.imaging.strip import WIDTH as STRIP_WIDTH
 from handler.imaging.strip import to_strip
+from handler.readings import Box
 
 __all__ = [
     "MAX_WORK_SIDE",

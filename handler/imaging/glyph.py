@@ -16,7 +16,7 @@ from handler.imaging import ops
 from handler.imaging.decode import MIN_CONTRAST
 from handler.imaging.errors import ErrorCode, ImageError
 from handler.imaging.page import MIN_INK_PIXELS, Ink, find_ink
-from handler.imaging.segment import Box
+from handler.readings import Box
 
 SIDE = 28
 GLYPH = 24  # the glyph's longer side inside the 28x28 frame: a 2-pixel border

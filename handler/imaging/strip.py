@@ -12,7 +12,7 @@ from PIL import Image
 from handler.imaging import ops
 from handler.imaging.glyph import own_ink
 from handler.imaging.page import Ink
-from handler.imaging.segment import Box
+from handler.readings import Box
 
 HEIGHT, WIDTH = 32, 128
 BORDER = 2  # rows of paper above and below the ink
